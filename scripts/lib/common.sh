@@ -1,0 +1,93 @@
+# Shared helpers for the project's scripts. Sourced, not run.
+#
+# Everything the local stack needs is named here once: where the dependencies
+# listen, the database role, the region's databases.
+
+REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+export REPO_ROOT
+
+# Where the dependencies listen. Overridable for a machine that runs its own
+# copies elsewhere; the defaults are the packages' defaults.
+PG_HOST="${SNAKEPAY_PG_HOST:-127.0.0.1}"
+PG_PORT="${SNAKEPAY_PG_PORT:-5432}"
+REDIS_PORT="${SNAKEPAY_REDIS_PORT:-6379}"
+AMQP_PORT="${SNAKEPAY_AMQP_PORT:-5672}"
+
+# The application's database role. A development-only password: production
+# credentials come from Secrets Manager (deploy/aws).
+DB_ROLE="snakepay"
+DB_PASSWORD="snakepay"
+
+# The local region: one control database and two shards, so sharding is
+# always exercised. Tests get their own databases (prefix snakepay_test).
+LOCAL_REGION="local"
+SHARD_COUNT=2
+RABBITMQ_VHOST="snakepay"
+
+# Minimum versions the platform is built and tested against.
+MIN_POSTGRES_MAJOR=15
+MIN_REDIS_MAJOR=7
+MIN_RABBITMQ="3.10"
+
+# Caches that outlive a clone (CI runs in fresh clones on the same machine).
+CACHE_DIR="${SNAKEPAY_CACHE_DIR:-$HOME/.cache/snakepay}"
+
+if [ -t 1 ]; then
+  _bold=$'\e[1m' _green=$'\e[32m' _red=$'\e[31m' _yellow=$'\e[33m' _reset=$'\e[0m'
+else
+  _bold="" _green="" _red="" _yellow="" _reset=""
+fi
+
+say()  { printf '%s==>%s %s\n' "$_bold" "$_reset" "$*"; }
+ok()   { printf '  %s✓%s %s\n' "$_green" "$_reset" "$*"; }
+note() { printf '  %s•%s %s\n' "$_yellow" "$_reset" "$*"; }
+die()  { printf '%serror:%s %s\n' "$_red" "$_reset" "$*" >&2; exit 1; }
+
+is_root() { [ "$(id -u)" = 0 ]; }
+
+# Runs a command as root: directly when we are root, through sudo otherwise.
+as_root() {
+  if is_root; then "$@"
+  elif command -v sudo >/dev/null 2>&1; then sudo "$@"
+  else die "'$*' needs root and sudo is not available; run this script as root"
+  fi
+}
+
+# True when something accepts TCP connections on 127.0.0.1:$1.
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+# Waits up to $1 seconds for a command to succeed.
+wait_for() {
+  local seconds="$1"; shift
+  local deadline=$((SECONDS + seconds))
+  until "$@" >/dev/null 2>&1; do
+    [ "$SECONDS" -lt "$deadline" ] || return 1
+    sleep 0.5
+  done
+}
+
+_apt_updated=""
+# Installs Debian/Ubuntu packages, running `apt-get update` once per script.
+apt_install() {
+  command -v apt-get >/dev/null 2>&1 ||
+    die "'$*' is missing and this is not a Debian/Ubuntu machine (no apt-get): install it yourself and re-run"
+  if [ -z "$_apt_updated" ]; then
+    note "apt-get update"
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null ||
+      die "apt-get update failed: check the machine's package mirrors"
+    _apt_updated=1
+  fi
+  note "apt-get install $*"
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null ||
+    die "apt-get install $* failed"
+}
+
+# Installs a cargo subcommand at a pinned version when it is missing or differs.
+ensure_cargo_tool() {
+  local binary="$1" crate="$2" version="$3"
+  if "$binary" --version 2>/dev/null | grep -q " $version"; then
+    return 0
+  fi
+  note "installing $crate $version (cargo install; a few minutes, once per machine)"
+  cargo install --locked --quiet "$crate@$version" || die "cargo install $crate@$version failed"
+}

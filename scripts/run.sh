@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# Runs the whole platform on this machine: brings up PostgreSQL, Redis and
+# RabbitMQ (installing them where missing), validates the configuration,
+# builds, starts every service that exists, prints the URLs, and stops
+# everything on Ctrl-C.
+#
+#   scripts/run.sh
+#
+# Logs go to .stack/logs/<service>.log. The configuration is config/local.toml;
+# override any value with SNAKEPAY_<SECTION>__<KEY>.
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
+cd "$REPO_ROOT"
+
+export SNAKEPAY_CONFIG="${SNAKEPAY_CONFIG:-$REPO_ROOT/config/local.toml}"
+PROFILE="${SNAKEPAY_PROFILE:-dev}"
+TARGET_DIR="${CARGO_TARGET_DIR:-$REPO_ROOT/target}"
+BIN_DIR="$TARGET_DIR/$([ "$PROFILE" = dev ] && echo debug || echo "$PROFILE")"
+LOG_DIR="$REPO_ROOT/.stack/logs"
+
+# The deployable services' packages (= binary names), in start order. A
+# service is started when its binary was built, so the list can name
+# services before they land.
+SERVICES=(
+  "snakepay-processor-sim"
+  "snakepay-integration"
+  "snakepay-external-api"
+  "snakepay-internal-api"
+  "snakepay-web"
+)
+
+"$REPO_ROOT/scripts/stack.sh" up
+
+say "building (cargo, profile $PROFILE)"
+cargo build --locked --profile "$PROFILE" --workspace --bins
+ok "built"
+
+say "configuration $SNAKEPAY_CONFIG"
+"$BIN_DIR/snakepay-config-check" || die "fix the configuration above and re-run"
+
+present=()
+for package in "${SERVICES[@]}"; do
+  if [ -x "$BIN_DIR/$package" ]; then present+=("$package"); fi
+done
+
+if [ -x "$BIN_DIR/snakepay-admin" ]; then
+  say "migrating databases"
+  "$BIN_DIR/snakepay-admin" migrate || die "migrations failed"
+fi
+
+say "dependencies"
+ok "PostgreSQL  postgres://$DB_ROLE:$DB_PASSWORD@$PG_HOST:$PG_PORT/snakepay_${LOCAL_REGION}_control (+ ${SHARD_COUNT} shards)"
+ok "Redis       redis://127.0.0.1:$REDIS_PORT/0"
+ok "RabbitMQ    amqp://guest:guest@127.0.0.1:$AMQP_PORT/$RABBITMQ_VHOST"
+
+if [ "${#present[@]}" -eq 0 ]; then
+  say "no services have landed yet"
+  note "the workspace has the domain core, configuration and card vault libraries; services arrive with the next issues"
+  exit 0
+fi
+
+mkdir -p "$LOG_DIR"
+pids=()
+stop_all() {
+  trap - INT TERM EXIT
+  if [ "${#pids[@]}" -gt 0 ]; then
+    say "stopping ${#pids[@]} service(s)"
+    kill -TERM "${pids[@]}" 2>/dev/null || true
+    wait "${pids[@]}" 2>/dev/null || true
+  fi
+  ok "stopped"
+}
+trap 'stop_all; exit 0' INT TERM
+trap stop_all EXIT
+
+say "starting services"
+for package in "${present[@]}"; do
+  "$BIN_DIR/$package" >"$LOG_DIR/$package.log" 2>&1 &
+  pids+=("$!")
+  ok "$package (pid $!, log .stack/logs/$package.log)"
+done
+
+say "running; press Ctrl-C to stop"
+# Returns when any service exits, so a crash is noticed rather than hidden.
+wait -n "${pids[@]}" || true
+die "a service exited; see the logs in .stack/logs"
