@@ -43,10 +43,25 @@ for package in "${SERVICES[@]}"; do
   if [ -x "$BIN_DIR/$package" ]; then present+=("$package"); fi
 done
 
-if [ -x "$BIN_DIR/snakepay-admin" ]; then
-  say "migrating databases"
-  "$BIN_DIR/snakepay-admin" migrate || die "migrations failed"
+ADMIN="$BIN_DIR/snakepay-admin"
+say "card vault key ring"
+"$ADMIN" keys init >/dev/null || die "cannot create the key ring"
+ok "$(sed -n 's/^key_ring_path = "\(.*\)"/\1/p' "$SNAKEPAY_CONFIG")"
+
+say "migrating databases"
+"$ADMIN" migrate >/dev/null || die "migrations failed"
+ok "control database and ${SHARD_COUNT} shards at the latest schema"
+
+# One demo merchant per machine, created on the first run and reused, so
+# its keys stay the same from run to run.
+DEMO_FILE="$REPO_ROOT/.stack/demo-merchant.json"
+if [ ! -s "$DEMO_FILE" ]; then
+  mkdir -p "$(dirname "$DEMO_FILE")"
+  "$ADMIN" merchant create --name "Demo Shop" --country DE >"$DEMO_FILE.tmp" || die "cannot create the demo merchant"
+  mv "$DEMO_FILE.tmp" "$DEMO_FILE"
 fi
+say "demo merchant (test mode) — $DEMO_FILE"
+ok "$(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(d["merchant"]); print("    secret key:      " + d["secret_key"]); print("    publishable key: " + d["publishable_key"])' "$DEMO_FILE")"
 
 say "dependencies"
 ok "PostgreSQL  postgres://$DB_ROLE:$DB_PASSWORD@$PG_HOST:$PG_PORT/snakepay_${LOCAL_REGION}_control (+ ${SHARD_COUNT} shards)"

@@ -108,6 +108,12 @@ pub fn load_from<T: DeserializeOwned + Validate>(
     Ok(value)
 }
 
+/// Loads `T` from TOML text alone (no file, no environment): for tests that
+/// build a service's configuration.
+pub fn from_toml_str<T: DeserializeOwned + Validate>(text: &str) -> Result<T, ConfigError> {
+    load_from(None, Toml::string(text))
+}
+
 /// Turns figment's error into one that names the full dotted key.
 fn from_figment(error: figment::Error, file: Option<&Path>) -> ConfigError {
     use figment::error::Kind;

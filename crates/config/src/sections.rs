@@ -357,6 +357,68 @@ mod defaults {
     }
 }
 
+/// How API keys are hashed. The secret is server-side only: stored key
+/// hashes are useless without it.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeysConfig {
+    /// At least 32 bytes, base64 (standard alphabet).
+    pub hash_secret_base64: String,
+}
+
+impl ApiKeysConfig {
+    /// The decoded secret; validated at start-up, so decoding succeeds.
+    pub fn hash_secret(&self) -> Vec<u8> {
+        decode_base64(&self.hash_secret_base64).unwrap_or_default()
+    }
+}
+
+impl std::fmt::Debug for ApiKeysConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ApiKeysConfig { hash_secret_base64: \"****\" }")
+    }
+}
+
+impl Validate for ApiKeysConfig {
+    fn validate(&self, prefix: &str) -> Result<(), ConfigError> {
+        match decode_base64(&self.hash_secret_base64) {
+            Some(bytes) if bytes.len() >= 32 => Ok(()),
+            _ => Err(ConfigError::invalid(
+                key(prefix, "hash_secret_base64"),
+                "must be at least 32 bytes, base64-encoded",
+            )),
+        }
+    }
+}
+
+fn decode_base64(text: &str) -> Option<Vec<u8>> {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD
+        .decode(text.trim())
+        .ok()
+}
+
+/// The card vault's keys.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VaultConfig {
+    /// The key ring file (key-encryption keys and the fingerprint key);
+    /// `snakepay-admin keys init` creates one for local use.
+    pub key_ring_path: std::path::PathBuf,
+}
+
+impl Validate for VaultConfig {
+    fn validate(&self, prefix: &str) -> Result<(), ConfigError> {
+        if self.key_ring_path.as_os_str().is_empty() {
+            return Err(ConfigError::invalid(
+                key(prefix, "key_ring_path"),
+                "must not be empty",
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// Every shared section, as the whole local platform's file has them. The
 /// `snakepay-config-check` command validates a file against it before a
 /// deployment; services define their own, smaller configs.
@@ -366,6 +428,8 @@ pub struct PlatformConfig {
     pub database: DatabaseConfig,
     pub redis: RedisConfig,
     pub broker: BrokerConfig,
+    pub api_keys: ApiKeysConfig,
+    pub vault: VaultConfig,
     #[serde(default)]
     pub telemetry: TelemetryConfig,
 }
@@ -376,6 +440,8 @@ impl Validate for PlatformConfig {
         self.database.validate("database")?;
         self.redis.validate("redis")?;
         self.broker.validate("broker")?;
+        self.api_keys.validate("api_keys")?;
+        self.vault.validate("vault")?;
         self.telemetry.validate("telemetry")
     }
 }
@@ -401,6 +467,12 @@ mod tests {
 
         [broker]
         url = "amqp://guest:guest@127.0.0.1:5672/%2f"
+
+        [api_keys]
+        hash_secret_base64 = "c25ha2VwYXktbG9jYWwtZGV2ZWxvcG1lbnQtb25seS1rZXktaGFzaC1zZWNyZXQ="
+
+        [vault]
+        key_ring_path = "/tmp/keyring.json"
 
         [other_service]
         anything = "is ignored at the top level"
@@ -486,6 +558,28 @@ mod tests {
         assert!(!shown.contains("hunter2"), "{shown}");
         assert!(shown.contains("snakepay:****@"), "{shown}");
         assert_eq!(config.broker.url.expose().password(), Some("hunter2"));
+    }
+
+    #[test]
+    fn the_key_hashing_secret_must_be_long_enough_and_is_never_shown() {
+        let config = load_toml(VALID).unwrap();
+        assert_eq!(
+            config.api_keys.hash_secret(),
+            b"snakepay-local-development-only-key-hash-secret"
+        );
+        assert!(!format!("{config:?}").contains("c25ha2"));
+        let error = load_toml(&VALID.replace(
+            "c25ha2VwYXktbG9jYWwtZGV2ZWxvcG1lbnQtb25seS1rZXktaGFzaC1zZWNyZXQ=",
+            "c2hvcnQ=",
+        ))
+        .unwrap_err();
+        assert_eq!(error.key(), Some("api_keys.hash_secret_base64"));
+        let error = load_toml(&VALID.replace(
+            "c25ha2VwYXktbG9jYWwtZGV2ZWxvcG1lbnQtb25seS1rZXktaGFzaC1zZWNyZXQ=",
+            "not base64!",
+        ))
+        .unwrap_err();
+        assert_eq!(error.key(), Some("api_keys.hash_secret_base64"));
     }
 
     #[test]

@@ -25,6 +25,12 @@ url = "redis://127.0.0.1:6379"
 
 [broker]
 url = "amqp://guest:guest@127.0.0.1:5672/%2f"
+
+[api_keys]
+hash_secret_base64 = "c25ha2VwYXktbG9jYWwtZGV2ZWxvcG1lbnQtb25seS1rZXktaGFzaC1zZWNyZXQ="
+
+[vault]
+key_ring_path = "/tmp/keyring.json"
 "#;
 
 fn run(file_contents: &str, env: &[(&str, &str)]) -> Output {

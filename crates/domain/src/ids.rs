@@ -86,6 +86,12 @@ pub struct IdParts {
 #[error("the operating system's random source failed: {0}")]
 pub struct RandomnessUnavailable(String);
 
+/// Fills `bytes` from the OS CSPRNG: the one source of randomness for IDs,
+/// keys and secrets.
+pub fn fill_random(bytes: &mut [u8]) -> Result<(), RandomnessUnavailable> {
+    getrandom::fill(bytes).map_err(|e| RandomnessUnavailable(e.to_string()))
+}
+
 impl<K: IdKind> Id<K> {
     pub fn from_parts(parts: IdParts) -> Self {
         let mut body = [0_u8; BODY_BYTES];
@@ -108,7 +114,7 @@ impl<K: IdKind> Id<K> {
         shard: ShardNumber,
     ) -> Result<Self, RandomnessUnavailable> {
         let mut random = [0_u8; RANDOM_BYTES];
-        getrandom::fill(&mut random).map_err(|e| RandomnessUnavailable(e.to_string()))?;
+        fill_random(&mut random)?;
         let unix_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))

@@ -1,0 +1,34 @@
+//! Snakepay's HTTP edge, shared by the External and Internal APIs: the Stripe
+//! wire format and HTTP hygiene, no business logic.
+//!
+//! # Layout
+//!
+//! - [`params`]: bracket-notation forms, query strings and JSON bodies decoded
+//!   into one tree ([`Params`]); [`ParamReader`] reads it by name and refuses
+//!   unknown parameters; [`MetadataUpdate`] for Stripe metadata.
+//! - [`error`]: [`ApiError`], the Stripe error envelope and its statuses.
+//! - [`extract`]: the [`StripeParams`] extractor, [`api_key`] and
+//!   [`idempotency_key`] header readers.
+//! - [`layers`]: [`stripe_edge`] wraps a router with request IDs,
+//!   `Stripe-Version`, path canonicalisation, body limit, timeout, panic
+//!   catching and envelope-shaped 404/405/413.
+//! - [`health`]: `/livez` and `/readyz` with concurrent, time-limited checks.
+//! - [`server`]: [`serve`] with graceful shutdown, [`shutdown_signal`], and
+//!   [`spawn`] for servers on port 0 (tests, in-process services).
+//!
+//! A service builds `stripe_edge(routes.merge(health_routes(checks)), limits)`
+//! and passes it to `serve`.
+
+pub mod error;
+pub mod extract;
+pub mod health;
+pub mod layers;
+pub mod params;
+pub mod server;
+
+pub use error::{ApiError, ErrorType};
+pub use extract::{StripeParams, api_key, idempotency_key, require_api_key};
+pub use health::{Health, HealthState, ReadinessCheck, health_routes};
+pub use layers::{API_VERSION, EdgeLimits, RequestIdExt, stripe_edge};
+pub use params::{MetadataUpdate, Param, ParamReader, Params};
+pub use server::{ServerHandle, serve, shutdown_signal, spawn};

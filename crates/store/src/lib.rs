@@ -1,0 +1,138 @@
+//! Snakepay's PostgreSQL store.
+//!
+//! # Layout
+//!
+//! - [`Store`] (this file): one pool for the region's control database and
+//!   one per shard; [`Store::shard`] routes by the shard number that every ID
+//!   carries, so no request needs a lookup to find its data.
+//! - [`migrate`]: the embedded migrations (`migrations/control`,
+//!   `migrations/shard`), run by `snakepay-admin migrate`.
+//! - [`retry`]: re-running transactions that lost a serialization conflict
+//!   or a deadlock.
+//! - [`ledger`]: posting domain journals as immutable rows (the database
+//!   checks the balance at commit, see the shard migration).
+//! - [`merchants`]: merchants and their API keys (control database).
+//! - [`testing`] (feature `testing`): a fresh set of databases per test,
+//!   cloned from migrated templates.
+//!
+//! Every state change commits together with its outbox rows and ledger lines
+//! in one transaction (DESIGN.md §4); the repositories take a transaction
+//! rather than a pool where they write, so callers compose them.
+
+pub mod ledger;
+pub mod merchants;
+pub mod migrate;
+pub mod retry;
+#[cfg(feature = "testing")]
+pub mod testing;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use anyhow::Context;
+use snakepay_config::sections::DatabaseConfig;
+use snakepay_domain::ids::ShardNumber;
+use sqlx::PgPool;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+
+/// The pools of one region.
+#[derive(Clone, Debug)]
+pub struct Store {
+    control: PgPool,
+    shards: Vec<PgPool>,
+}
+
+/// A shard number that this region does not have: an ID from a corrupt or
+/// foreign source. Callers answer "no such object".
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("shard {0} does not exist in this region")]
+pub struct UnknownShard(pub ShardNumber);
+
+impl Store {
+    /// Connects lazily: pools open connections on first use, so a service can
+    /// start (and report not-ready) while a database is still coming up.
+    pub fn connect_lazy(config: &DatabaseConfig) -> anyhow::Result<Store> {
+        let control =
+            pool(config, config.control_url.expose().as_str()).context("database.control_url")?;
+        let shards = config
+            .shard_urls
+            .iter()
+            .enumerate()
+            .map(|(index, url)| {
+                pool(config, url.expose().as_str())
+                    .with_context(|| format!("database.shard_urls[{index}]"))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        Ok(Store { control, shards })
+    }
+
+    /// For tests and tools that built their own pools.
+    pub fn from_pools(control: PgPool, shards: Vec<PgPool>) -> Store {
+        Store { control, shards }
+    }
+
+    pub fn control(&self) -> &PgPool {
+        &self.control
+    }
+
+    pub fn shard(&self, shard: ShardNumber) -> Result<&PgPool, UnknownShard> {
+        self.shards
+            .get(usize::from(shard.0))
+            .ok_or(UnknownShard(shard))
+    }
+
+    pub fn shard_count(&self) -> usize {
+        self.shards.len()
+    }
+
+    pub fn shards(&self) -> impl Iterator<Item = (ShardNumber, &PgPool)> {
+        self.shards
+            .iter()
+            .enumerate()
+            .filter_map(|(index, pool)| u8::try_from(index).ok().map(|n| (ShardNumber(n), pool)))
+    }
+
+    /// Checks every database answers; for `/readyz`.
+    pub async fn ping(&self) -> anyhow::Result<()> {
+        sqlx::query("select 1")
+            .execute(&self.control)
+            .await
+            .context("control database")?;
+        for (shard, pool) in self.shards() {
+            sqlx::query("select 1")
+                .execute(pool)
+                .await
+                .with_context(|| format!("shard {shard}"))?;
+        }
+        Ok(())
+    }
+
+    pub async fn close(&self) {
+        self.control.close().await;
+        for pool in &self.shards {
+            pool.close().await;
+        }
+    }
+}
+
+fn pool(config: &DatabaseConfig, url: &str) -> anyhow::Result<PgPool> {
+    let statement_timeout_ms = config.statement_timeout_ms.to_string();
+    let options = PgConnectOptions::from_str(url)
+        .context("invalid PostgreSQL URL")?
+        // A runaway query must not hold a connection (and its locks) forever.
+        .options([("statement_timeout", statement_timeout_ms.as_str())])
+        .application_name("snakepay");
+    Ok(PgPoolOptions::new()
+        .max_connections(config.max_connections)
+        .acquire_timeout(Duration::from_millis(config.acquire_timeout_ms))
+        .connect_lazy_with(options))
+}
+
+/// Unix seconds now. The one place the store reads the clock for
+/// `created` columns; the domain gets times passed in.
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
