@@ -18,16 +18,22 @@ TARGET_DIR="${CARGO_TARGET_DIR:-$REPO_ROOT/target}"
 BIN_DIR="$TARGET_DIR/$([ "$PROFILE" = dev ] && echo debug || echo "$PROFILE")"
 LOG_DIR="$REPO_ROOT/.stack/logs"
 
-# The deployable services' packages (= binary names), in start order. A
-# service is started when its binary was built, so the list can name
-# services before they land.
+# The services, in start order: "<package (= binary)> <config section with
+# its listen_addr>". A service is started when its binary was built, so the
+# list can name services before they land.
 SERVICES=(
-  "snakepay-processor-sim"
-  "snakepay-integration"
-  "snakepay-external-api"
-  "snakepay-internal-api"
-  "snakepay-web"
+  "snakepay-processor-sim processor_sim"
+  "snakepay-integration integration"
+  "snakepay-external-api external_api"
+  "snakepay-internal-api internal_api"
+  "snakepay-web web"
 )
+
+# The listen_addr of a config section, read from the configuration file.
+listen_url() {
+  python3 -c 'import sys, tomllib; c = tomllib.load(open(sys.argv[1], "rb")); print("http://" + c.get(sys.argv[2], {}).get("listen_addr", "?"))' \
+    "$SNAKEPAY_CONFIG" "$1"
+}
 
 "$REPO_ROOT/scripts/stack.sh" up
 
@@ -39,8 +45,8 @@ say "configuration $SNAKEPAY_CONFIG"
 "$BIN_DIR/snakepay-config-check" || die "fix the configuration above and re-run"
 
 present=()
-for package in "${SERVICES[@]}"; do
-  if [ -x "$BIN_DIR/$package" ]; then present+=("$package"); fi
+for service in "${SERVICES[@]}"; do
+  if [ -x "$BIN_DIR/${service%% *}" ]; then present+=("$service"); fi
 done
 
 ADMIN="$BIN_DIR/snakepay-admin"
@@ -70,7 +76,7 @@ ok "RabbitMQ    amqp://guest:guest@127.0.0.1:$AMQP_PORT/$RABBITMQ_VHOST"
 
 if [ "${#present[@]}" -eq 0 ]; then
   say "no services have landed yet"
-  note "the workspace has the domain core, configuration and card vault libraries; services arrive with the next issues"
+  note "services arrive with the next issues"
   exit 0
 fi
 
@@ -89,10 +95,13 @@ trap 'stop_all; exit 0' INT TERM
 trap stop_all EXIT
 
 say "starting services"
-for package in "${present[@]}"; do
-  "$BIN_DIR/$package" >"$LOG_DIR/$package.log" 2>&1 &
+for service in "${present[@]}"; do
+  package="${service%% *}"
+  # Its own session: Ctrl-C reaches only this script, which stops the
+  # services in order; a service that exits by itself is then a real crash.
+  setsid "$BIN_DIR/$package" >"$LOG_DIR/$package.log" 2>&1 &
   pids+=("$!")
-  ok "$package (pid $!, log .stack/logs/$package.log)"
+  ok "$package  $(listen_url "${service##* }")  (log .stack/logs/$package.log)"
 done
 
 say "running; press Ctrl-C to stop"

@@ -12,6 +12,11 @@
 //! - [`ledger`]: posting domain journals as immutable rows (the database
 //!   checks the balance at commit, see the shard migration).
 //! - [`merchants`]: merchants and their API keys (control database).
+//! - [`intents`]: PaymentIntents, attempts and tokenized cards; the list
+//!   pagination shared by every list.
+//! - [`customers`], [`events`]: customers; events written with their change.
+//! - [`outbox`]: messages for the broker, committed with the change.
+//! - [`idempotency`]: claiming keys, storing and replaying responses, reaping.
 //! - [`testing`] (feature `testing`): a fresh set of databases per test,
 //!   cloned from migrated templates.
 //!
@@ -19,9 +24,14 @@
 //! in one transaction (DESIGN.md §4); the repositories take a transaction
 //! rather than a pool where they write, so callers compose them.
 
+pub mod customers;
+pub mod events;
+pub mod idempotency;
+pub mod intents;
 pub mod ledger;
 pub mod merchants;
 pub mod migrate;
+pub mod outbox;
 pub mod retry;
 #[cfg(feature = "testing")]
 pub mod testing;

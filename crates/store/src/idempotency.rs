@@ -1,0 +1,163 @@
+//! Stripe-style idempotency keys (API.md), on the merchant's shard.
+//!
+//! A request claims its key atomically before it executes. Its response is
+//! stored in the same transaction as the state change it reports
+//! ([`complete`]), so a key never says "done" for a change that rolled back,
+//! and a change never commits without its replayable response. A request that
+//! died before committing leaves the key locked; after [`LOCK_TIMEOUT_SECONDS`]
+//! a retry may take it over, which is safe because nothing was committed.
+
+use snakepay_domain::ids::MerchantId;
+use sqlx::{PgPool, Postgres, Transaction};
+
+/// How long a claimed key without a response blocks retries (409) before a
+/// retry may take it over. Longer than the API's request timeout, so a
+/// request still running is never overtaken.
+pub const LOCK_TIMEOUT_SECONDS: i64 = 90;
+
+/// How long keys are kept: at least 24 hours (API.md), with a margin.
+pub const RETENTION_HOURS: i64 = 48;
+
+#[derive(Debug, Clone)]
+pub struct Claim<'a> {
+    pub merchant_id: MerchantId,
+    pub livemode: bool,
+    pub key: &'a str,
+    pub fingerprint: &'a str,
+    pub request_id: &'a str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredResponse {
+    pub status: u16,
+    pub body: Vec<u8>,
+    /// The request that produced it (`Original-Request`).
+    pub request_id: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClaimOutcome {
+    /// This request owns the key and must execute.
+    Claimed,
+    /// A response exists: replay it byte for byte.
+    Replay(StoredResponse),
+    /// The key was used for a different request.
+    Mismatch,
+    /// The first request with this key is still running.
+    InUse,
+}
+
+type ExistingRow = (String, Option<i32>, Option<Vec<u8>>, String, bool);
+
+pub async fn claim(pool: &PgPool, claim: &Claim<'_>) -> Result<ClaimOutcome, sqlx::Error> {
+    let merchant = claim.merchant_id.to_string();
+    let inserted: Option<i32> = sqlx::query_scalar(
+        "insert into idempotency_keys (merchant_id, livemode, key, fingerprint, request_id, locked_at)
+         values ($1, $2, $3, $4, $5, now())
+         on conflict do nothing returning 1",
+    )
+    .bind(&merchant)
+    .bind(claim.livemode)
+    .bind(claim.key)
+    .bind(claim.fingerprint)
+    .bind(claim.request_id)
+    .fetch_optional(pool)
+    .await?;
+    if inserted.is_some() {
+        return Ok(ClaimOutcome::Claimed);
+    }
+    let existing: Option<ExistingRow> = sqlx::query_as(
+        "select fingerprint, response_status, response_body, request_id,
+                locked_at is not null and locked_at < now() - make_interval(secs => $4)
+         from idempotency_keys where merchant_id = $1 and livemode = $2 and key = $3",
+    )
+    .bind(&merchant)
+    .bind(claim.livemode)
+    .bind(claim.key)
+    .bind(LOCK_TIMEOUT_SECONDS as f64)
+    .fetch_optional(pool)
+    .await?;
+    let Some((fingerprint, status, body, request_id, stale)) = existing else {
+        // Reaped between the two statements: claim afresh.
+        return Box::pin(self::claim(pool, claim)).await;
+    };
+    if fingerprint != claim.fingerprint {
+        return Ok(ClaimOutcome::Mismatch);
+    }
+    if let (Some(status), Some(body)) = (status, body) {
+        return Ok(ClaimOutcome::Replay(StoredResponse {
+            status: u16::try_from(status).unwrap_or(500),
+            body,
+            request_id,
+        }));
+    }
+    if stale {
+        let taken: Option<i32> = sqlx::query_scalar(
+            "update idempotency_keys set locked_at = now(), request_id = $4
+             where merchant_id = $1 and livemode = $2 and key = $3 and response_status is null
+               and locked_at < now() - make_interval(secs => $5)
+             returning 1",
+        )
+        .bind(&merchant)
+        .bind(claim.livemode)
+        .bind(claim.key)
+        .bind(claim.request_id)
+        .bind(LOCK_TIMEOUT_SECONDS as f64)
+        .fetch_optional(pool)
+        .await?;
+        if taken.is_some() {
+            return Ok(ClaimOutcome::Claimed);
+        }
+    }
+    Ok(ClaimOutcome::InUse)
+}
+
+/// Stores the response in the caller's transaction (with the state change).
+pub async fn complete(
+    tx: &mut Transaction<'_, Postgres>,
+    merchant: MerchantId,
+    livemode: bool,
+    key: &str,
+    status: u16,
+    body: &[u8],
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "update idempotency_keys set response_status = $4, response_body = $5, locked_at = null,
+             recovery_point = 'finished'
+         where merchant_id = $1 and livemode = $2 and key = $3",
+    )
+    .bind(merchant.to_string())
+    .bind(livemode)
+    .bind(key)
+    .bind(i32::from(status))
+    .bind(body)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Stores the response of a request that changed nothing (an error found
+/// after execution began).
+pub async fn complete_unchanged(
+    pool: &PgPool,
+    merchant: MerchantId,
+    livemode: bool,
+    key: &str,
+    status: u16,
+    body: &[u8],
+) -> Result<(), sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    complete(&mut tx, merchant, livemode, key, status, body).await?;
+    tx.commit().await
+}
+
+/// Deletes keys older than [`RETENTION_HOURS`]; returns how many.
+pub async fn reap(pool: &PgPool) -> Result<u64, sqlx::Error> {
+    let result = sqlx::query(
+        "delete from idempotency_keys where created_at < now() - make_interval(hours => $1::int)",
+    )
+    .bind(i32::try_from(RETENTION_HOURS).unwrap_or(48))
+    .execute(pool)
+    .await?;
+    Ok(result.rows_affected())
+}

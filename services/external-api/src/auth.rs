@@ -1,0 +1,91 @@
+//! API-key authentication as an extractor: every merchant route takes
+//! [`Auth`], so no route can forget it.
+
+use axum::extract::FromRequestParts;
+use http::request::Parts;
+use snakepay_http::{ApiError, require_api_key};
+use snakepay_store::merchants::{self, AuthContext, AuthError, KeyKind};
+
+use crate::state::AppState;
+
+/// An authenticated request.
+#[derive(Debug, Clone)]
+pub struct Auth(pub AuthContext);
+
+impl Auth {
+    /// Every operation but confirming and reading an intent with its client
+    /// secret needs a secret key.
+    pub fn require_secret(&self) -> Result<(), ApiError> {
+        match self.0.kind {
+            KeyKind::Secret => Ok(()),
+            KeyKind::Publishable => Err(ApiError::forbidden(
+                "This API call cannot be made with a publishable API key. Please use a secret API key.",
+            )),
+        }
+    }
+
+    pub fn is_publishable(&self) -> bool {
+        self.0.kind == KeyKind::Publishable
+    }
+}
+
+impl FromRequestParts<AppState> for Auth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let key = require_api_key(&parts.headers)?;
+        match merchants::authenticate(state.store.control(), &state.hasher, state.region, &key)
+            .await
+        {
+            Ok(context) => Ok(Auth(context)),
+            Err(AuthError::Invalid) => Err(ApiError::unauthorized(format!(
+                "Invalid API Key provided: {}",
+                redact(&key)
+            ))),
+            Err(AuthError::Revoked) => {
+                Err(ApiError::unauthorized("This API key has been revoked."))
+            }
+            Err(AuthError::OtherRegion(region)) => Err(ApiError::unauthorized(format!(
+                "This API key belongs to {}.",
+                state.describe_region(region)
+            ))),
+            Err(AuthError::NotVerified) => Err(ApiError::forbidden(
+                "Live mode is not active for this account yet: its verification (KYC) is not complete. Use your test keys until then.",
+            )),
+            Err(AuthError::Database(error)) => {
+                tracing::error!(error = %error, "api key lookup failed");
+                Err(ApiError::unavailable(format!(
+                    "Authentication is temporarily unavailable ({}); please retry.",
+                    sanitized_kind(&error)
+                )))
+            }
+        }
+    }
+}
+
+/// Stripe shows the key's beginning and end; never the whole key.
+fn redact(key: &str) -> String {
+    let prefix: String = key.chars().take(8).collect();
+    let suffix: String = key
+        .chars()
+        .rev()
+        .take(4)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect();
+    format!(
+        "{prefix}{}{suffix}",
+        "*".repeat(key.chars().count().saturating_sub(12).min(24))
+    )
+}
+
+fn sanitized_kind(error: &sqlx::Error) -> &'static str {
+    match error {
+        sqlx::Error::PoolTimedOut => "database busy",
+        _ => "database error",
+    }
+}

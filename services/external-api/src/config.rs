@@ -1,0 +1,61 @@
+//! The External API's configuration: the shared sections plus its own.
+
+use serde::Deserialize;
+use snakepay_config::sections::{
+    ApiKeysConfig, DatabaseConfig, HttpConfig, RegionConfig, TelemetryConfig, VaultConfig,
+};
+use snakepay_config::{ConfigError, Validate, key};
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct ExternalApiConfig {
+    pub region: RegionConfig,
+    pub database: DatabaseConfig,
+    pub api_keys: ApiKeysConfig,
+    pub vault: VaultConfig,
+    #[serde(default)]
+    pub telemetry: TelemetryConfig,
+    pub external_api: ExternalApiSection,
+}
+
+/// `[external_api]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExternalApiSection {
+    #[serde(flatten)]
+    pub http: HttpConfig,
+    /// A base path in front of `/v1` (e.g. `/api`), when a gateway adds one.
+    #[serde(default)]
+    pub path_prefix: Option<String>,
+    /// The other regions, so a request for a merchant or object homed
+    /// elsewhere is told where to go.
+    #[serde(default)]
+    pub other_regions: Vec<RegionDirectoryEntry>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegionDirectoryEntry {
+    pub code: String,
+    pub number: u8,
+    pub public_api_url: String,
+}
+
+impl Validate for ExternalApiConfig {
+    fn validate(&self, _prefix: &str) -> Result<(), ConfigError> {
+        self.region.validate("region")?;
+        self.database.validate("database")?;
+        self.api_keys.validate("api_keys")?;
+        self.vault.validate("vault")?;
+        self.telemetry.validate("telemetry")?;
+        self.external_api.http.validate("external_api")?;
+        for (index, entry) in self.external_api.other_regions.iter().enumerate() {
+            if entry.number == self.region.number {
+                return Err(ConfigError::invalid(
+                    format!("{}[{index}].number", key("external_api", "other_regions")),
+                    "must differ from this region's number",
+                ));
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,138 @@
+//! Snakepay's External API: the merchant-facing, Stripe-compatible API
+//! (../shared/API.md).
+//!
+//! # Layout
+//!
+//! - [`config`]: `ExternalApiConfig`, the sections this service reads.
+//! - `state.rs`: what handlers share (store, key hasher, vault, region).
+//! - `auth.rs`: the `Auth` extractor (API keys → merchant, mode, key kind).
+//! - `idempotent.rs`: POSTs under Stripe's idempotency rules, the response
+//!   stored in the same transaction as the change.
+//! - `cards.rs`: tokenizing card details into the vault.
+//! - `objects.rs`: the Stripe JSON of each object (responses and events).
+//! - `routes/`: one module per resource.
+//!
+//! [`run`] serves until SIGTERM/SIGINT; [`start`] serves in the background
+//! on the configured address (port 0 in tests) and returns a handle.
+
+pub mod config;
+
+mod auth;
+mod cards;
+mod idempotent;
+mod objects;
+mod routes;
+mod state;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use snakepay_domain::ids::RegionNumber;
+use snakepay_http::{EdgeLimits, Health, ReadinessCheck, ServerHandle, health_routes, stripe_edge};
+use snakepay_store::Store;
+use snakepay_store::merchants::KeyHasher;
+use snakepay_vault::{FileKeyProvider, Vault};
+
+pub use config::ExternalApiConfig;
+use state::{AppState, Inner};
+
+/// How often expired idempotency keys are deleted.
+const REAPER_INTERVAL: Duration = Duration::from_secs(15 * 60);
+
+fn app(config: &ExternalApiConfig) -> anyhow::Result<(axum::Router, Store)> {
+    let store = Store::connect_lazy(&config.database)?;
+    let vault =
+        Vault::load(&FileKeyProvider::new(&config.vault.key_ring_path)).with_context(|| {
+            format!(
+                "loading the key ring {}",
+                config.vault.key_ring_path.display()
+            )
+        })?;
+    let state = AppState(Arc::new(Inner {
+        store: store.clone(),
+        hasher: KeyHasher::new(&config.api_keys.hash_secret())?,
+        vault,
+        region: RegionNumber(config.region.number),
+        other_regions: config.external_api.other_regions.clone(),
+    }));
+    let readiness_store = store.clone();
+    let checks = vec![ReadinessCheck::new("postgres", move || {
+        let store = readiness_store.clone();
+        async move {
+            match store.ping().await {
+                Ok(()) => Health::ok(),
+                Err(error) => Health::down(format!("{error:#}")),
+            }
+        }
+    })];
+    let routes = routes::router()
+        .with_state(state)
+        .merge(health_routes(checks));
+    let http = &config.external_api.http;
+    let limits = EdgeLimits {
+        body_limit_bytes: http.body_limit_bytes,
+        request_timeout: Duration::from_millis(http.request_timeout_ms),
+        path_prefix: config.external_api.path_prefix.clone(),
+    };
+    Ok((stripe_edge(routes, limits), store))
+}
+
+/// Deletes idempotency keys past their retention, on every shard.
+fn spawn_reaper(store: Store) {
+    tokio::spawn(async move {
+        let mut interval = tokio::time::interval(REAPER_INTERVAL);
+        loop {
+            interval.tick().await;
+            for (shard, pool) in store.shards() {
+                match snakepay_store::idempotency::reap(pool).await {
+                    Ok(0) => {}
+                    Ok(count) => tracing::info!(
+                        db.shard = shard.0,
+                        idempotency.reaped = count,
+                        "reaped idempotency keys"
+                    ),
+                    Err(error) => {
+                        tracing::warn!(db.shard = shard.0, error = %error, "idempotency reaper failed")
+                    }
+                }
+            }
+        }
+    });
+}
+
+/// Serves in the background; for tests and embedding.
+pub async fn start(config: &ExternalApiConfig) -> anyhow::Result<ServerHandle> {
+    let (app, store) = app(config)?;
+    spawn_reaper(store);
+    let grace = Duration::from_millis(config.external_api.http.shutdown_grace_ms);
+    Ok(snakepay_http::spawn(config.external_api.http.listen_addr, app, grace).await?)
+}
+
+/// Serves until SIGTERM or SIGINT, then drains in-flight requests.
+pub async fn run(config: ExternalApiConfig) -> anyhow::Result<()> {
+    init_logging(&config);
+    let (app, store) = app(&config)?;
+    spawn_reaper(store.clone());
+    let listener = tokio::net::TcpListener::bind(config.external_api.http.listen_addr)
+        .await
+        .with_context(|| format!("binding {}", config.external_api.http.listen_addr))?;
+    tracing::info!(http.addr = %listener.local_addr()?, "external api listening");
+    let grace = Duration::from_millis(config.external_api.http.shutdown_grace_ms);
+    snakepay_http::serve(listener, app, snakepay_http::shutdown_signal(), grace).await?;
+    store.close().await;
+    tracing::info!("external api stopped");
+    Ok(())
+}
+
+fn init_logging(config: &ExternalApiConfig) {
+    use snakepay_config::sections::LogFormat;
+    let filter = tracing_subscriber::EnvFilter::new(&config.telemetry.log_level);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match config.telemetry.log_format {
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        LogFormat::Pretty => builder.try_init(),
+    };
+}

@@ -1,0 +1,104 @@
+//! Stripe JSON representations of our records: what responses and event
+//! snapshots contain. One function per object, so both agree.
+
+use serde_json::{Value, json};
+use snakepay_domain::payment_intent::{CardErrorCode, NextAction, PaymentError};
+use snakepay_store::customers::CustomerRecord;
+use snakepay_store::events::EventRecord;
+use snakepay_store::intents::IntentRecord;
+
+fn enum_text<T: serde::Serialize>(value: &T) -> Value {
+    serde_json::to_value(value).unwrap_or(Value::Null)
+}
+
+fn card_error_code(code: CardErrorCode) -> Value {
+    enum_text(&code)
+}
+
+fn last_payment_error(error: &PaymentError) -> Value {
+    json!({
+        "type": "card_error",
+        "code": card_error_code(error.code),
+        "decline_code": error.decline_code,
+        "message": error.message,
+    })
+}
+
+fn next_action(action: &NextAction) -> Value {
+    match action {
+        NextAction::RedirectToUrl { url, return_url } => json!({
+            "type": "redirect_to_url",
+            "redirect_to_url": { "url": url, "return_url": return_url },
+        }),
+    }
+}
+
+pub fn payment_intent(record: &IntentRecord) -> Value {
+    let intent = &record.intent;
+    json!({
+        "id": intent.id.to_string(),
+        "object": "payment_intent",
+        "amount": intent.amount.minor(),
+        "amount_capturable": intent.amount_capturable,
+        "amount_received": intent.amount_received,
+        "canceled_at": intent.canceled_at,
+        "cancellation_reason": intent.cancellation_reason.as_ref().map(enum_text),
+        "capture_method": enum_text(&intent.capture_method),
+        "client_secret": record.client_secret,
+        "confirmation_method": "automatic",
+        "created": intent.created,
+        "currency": intent.amount.currency().code(),
+        "customer": record.customer.map(|c| c.to_string()),
+        "description": record.description,
+        "last_payment_error": intent.last_payment_error.as_ref().map(last_payment_error),
+        "latest_charge": intent.latest_charge.map(|c| c.to_string()),
+        "livemode": record.livemode,
+        "metadata": record.metadata,
+        "next_action": intent.next_action.as_ref().map(next_action),
+        "payment_method": intent.payment_method.map(|p| p.to_string()),
+        "payment_method_types": record.payment_method_types,
+        "receipt_email": record.receipt_email,
+        "statement_descriptor": record.statement_descriptor,
+        "statement_descriptor_suffix": record.statement_descriptor_suffix,
+        "status": intent.status.as_str(),
+    })
+}
+
+pub fn customer(record: &CustomerRecord) -> Value {
+    json!({
+        "id": record.id.to_string(),
+        "object": "customer",
+        "address": record.address,
+        "balance": 0,
+        "created": record.created,
+        "currency": null,
+        "delinquent": false,
+        "description": record.description,
+        "email": record.email,
+        "livemode": record.livemode,
+        "metadata": record.metadata,
+        "name": record.name,
+        "phone": record.phone,
+        "preferred_locales": [],
+        "shipping": null,
+        "tax_exempt": "none",
+    })
+}
+
+pub fn event(record: &EventRecord, idempotency_key: Option<&str>) -> Value {
+    json!({
+        "id": record.id.to_string(),
+        "object": "event",
+        "api_version": record.api_version,
+        "created": record.created,
+        "data": { "object": record.object },
+        "livemode": record.livemode,
+        "pending_webhooks": 0,
+        "request": { "id": record.request_id, "idempotency_key": idempotency_key },
+        "type": record.event_type,
+    })
+}
+
+pub fn list(url: &str, data: Vec<Value>, has_more: bool) -> Value {
+    json!({ "object": "list", "url": url, "has_more": has_more, "data": data })
+}

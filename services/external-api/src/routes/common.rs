@@ -1,0 +1,186 @@
+//! Helpers every route uses: IDs from paths and parameters, list paging,
+//! `expand[]`, and turning a transition's effects into rows.
+
+use serde_json::json;
+use snakepay_domain::effects::{Effects, ProcessorCommand};
+use snakepay_domain::ids::{EventId, Id, IdKind};
+use snakepay_http::{ApiError, Param, ParamReader};
+use snakepay_store::events::EventRecord;
+use snakepay_store::intents::ListQuery;
+use snakepay_store::outbox::OutboxMessage;
+
+use crate::auth::Auth;
+use crate::state::AppState;
+
+/// The largest and default page sizes of lists (API.md).
+pub const MAX_LIST_LIMIT: i64 = 100;
+pub const DEFAULT_LIST_LIMIT: i64 = 10;
+
+pub fn now() -> i64 {
+    snakepay_store::unix_now()
+}
+
+/// Parses an ID of kind `K` that must belong to the caller: same region,
+/// the merchant's shard. Anything else is "no such object" (or a pointer to
+/// the object's home region) — never a hint that the ID exists elsewhere.
+pub fn owned_id<K: IdKind>(
+    state: &AppState,
+    auth: &Auth,
+    text: &str,
+    object: &str,
+    param: &str,
+) -> Result<Id<K>, ApiError> {
+    let missing = || ApiError::resource_missing(object, text, param);
+    let id = Id::<K>::parse(text).map_err(|_| missing())?;
+    if id.region() != state.region {
+        let mut error = missing();
+        error.message = format!(
+            "No such {object}: '{text}'; it belongs to {}",
+            state.describe_region(id.region())
+        );
+        return Err(error);
+    }
+    if id.shard() != auth.0.shard() {
+        return Err(missing());
+    }
+    Ok(id)
+}
+
+/// `limit`, `starting_after`, `ending_before`, `created` (exact or
+/// `created[gt|gte|lt|lte]`).
+pub fn list_query(params: &mut ParamReader) -> Result<ListQuery, ApiError> {
+    let limit = params.i64("limit")?.unwrap_or(DEFAULT_LIST_LIMIT);
+    if !(1..=MAX_LIST_LIMIT).contains(&limit) {
+        return Err(ApiError::parameter_invalid(
+            "parameter_invalid_integer",
+            "limit",
+            format!("Invalid limit: must be between 1 and {MAX_LIST_LIMIT}"),
+        ));
+    }
+    let mut query = ListQuery {
+        limit,
+        starting_after: params.string("starting_after")?,
+        ending_before: params.string("ending_before")?,
+        ..ListQuery::default()
+    };
+    match params.take("created") {
+        None => {}
+        Some(Param::Value(text)) if text.is_empty() => {}
+        // An exact timestamp.
+        Some(Param::Value(text)) => {
+            let exact = parse_timestamp(&text, "created")?;
+            query.created_gte = Some(exact);
+            query.created_lte = Some(exact);
+        }
+        Some(Param::Map(range)) => {
+            for (operator, value) in range {
+                let path = format!("created[{operator}]");
+                let Param::Value(text) = value else {
+                    return Err(ApiError::parameter_invalid(
+                        "parameter_invalid_integer",
+                        &path,
+                        format!("Invalid {path}: expected an integer"),
+                    ));
+                };
+                let bound = Some(parse_timestamp(&text, &path)?);
+                match operator.as_str() {
+                    "gt" => query.created_gt = bound,
+                    "gte" => query.created_gte = bound,
+                    "lt" => query.created_lt = bound,
+                    "lte" => query.created_lte = bound,
+                    _ => return Err(ApiError::parameter_unknown(&path)),
+                }
+            }
+        }
+        Some(Param::List(_)) => {
+            return Err(ApiError::parameter_invalid(
+                "parameter_invalid_integer",
+                "created",
+                "Invalid created: expected an integer or a range",
+            ));
+        }
+    }
+    Ok(query)
+}
+
+fn parse_timestamp(text: &str, path: &str) -> Result<i64, ApiError> {
+    text.parse().map_err(|_| {
+        ApiError::parameter_invalid(
+            "parameter_invalid_integer",
+            path,
+            format!("Invalid {path}: expected an integer"),
+        )
+    })
+}
+
+/// `expand[]`: the allowed expansions of this object, or 400.
+pub fn expansions(params: &mut ParamReader, allowed: &[&str]) -> Result<Vec<String>, ApiError> {
+    let requested = params.string_list("expand")?;
+    for name in &requested {
+        if !allowed.contains(&name.as_str()) {
+            return Err(ApiError::invalid_request(
+                Some("parameter_invalid_expand"),
+                Some("expand"),
+                format!("This property cannot be expanded ({name})."),
+            ));
+        }
+    }
+    Ok(requested)
+}
+
+/// One event per event type in `effects`, each with `snapshot` as its object.
+pub fn events(
+    auth: &Auth,
+    effects: &Effects,
+    snapshot: &serde_json::Value,
+    request_id: &str,
+) -> anyhow::Result<Vec<EventRecord>> {
+    let context = &auth.0;
+    effects
+        .events
+        .iter()
+        .map(|event_type| {
+            Ok(EventRecord {
+                id: EventId::generate(context.merchant_id.region(), context.shard())?,
+                merchant_id: context.merchant_id,
+                livemode: context.livemode,
+                event_type: event_type.as_str().to_owned(),
+                api_version: snakepay_http::API_VERSION.to_owned(),
+                object: snapshot.clone(),
+                request_id: Some(request_id.to_owned()),
+                created: now(),
+            })
+        })
+        .collect()
+}
+
+/// Outbox messages for the processor commands in `effects`, with what the
+/// integration service needs to find the payment.
+pub fn command_messages(
+    auth: &Auth,
+    payment_intent: &str,
+    effects: &Effects,
+) -> anyhow::Result<Vec<OutboxMessage>> {
+    effects
+        .commands
+        .iter()
+        .map(|command| {
+            let name = match command {
+                ProcessorCommand::Authorize { .. } => "authorize",
+                ProcessorCommand::Capture { .. } => "capture",
+                ProcessorCommand::Void { .. } => "void",
+                ProcessorCommand::Refund { .. } => "refund",
+                ProcessorCommand::Inquire { .. } => "inquire",
+            };
+            Ok(OutboxMessage {
+                routing_key: format!("command.{name}"),
+                payload: json!({
+                    "merchant_id": auth.0.merchant_id.to_string(),
+                    "livemode": auth.0.livemode,
+                    "payment_intent": payment_intent,
+                    "command": serde_json::to_value(command)?,
+                }),
+            })
+        })
+        .collect()
+}

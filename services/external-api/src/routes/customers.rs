@@ -1,0 +1,127 @@
+//! `/v1/customers`: create and retrieve.
+
+use std::collections::BTreeMap;
+
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use http::HeaderMap;
+use snakepay_domain::effects::{Effects, EventType};
+use snakepay_domain::ids::{CustomerId, CustomerKind};
+use snakepay_http::{
+    ApiError, MetadataUpdate, ParamReader, RequestIdExt, StripeParams, idempotency_key,
+};
+use snakepay_store::customers::{self, CustomerRecord};
+use snakepay_store::events;
+
+use crate::auth::Auth;
+use crate::idempotent::{self, Reply};
+use crate::objects;
+use crate::routes::common::{self, now, owned_id};
+use crate::state::AppState;
+
+const ADDRESS_FIELDS: &[&str] = &["city", "country", "line1", "line2", "postal_code", "state"];
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/customers", post(create))
+        .route("/v1/customers/{id}", get(retrieve))
+}
+
+fn address(params: &mut ParamReader) -> Result<Option<BTreeMap<String, String>>, ApiError> {
+    let Some(mut nested) = params.nested("address")? else {
+        return Ok(None);
+    };
+    let mut address = BTreeMap::new();
+    for field in ADDRESS_FIELDS {
+        if let Some(value) = nested.string(field)? {
+            address.insert((*field).to_owned(), value);
+        }
+    }
+    nested.finish()?;
+    Ok(Some(address))
+}
+
+async fn create(
+    State(state): State<AppState>,
+    auth: Auth,
+    RequestIdExt(request_id): RequestIdExt,
+    headers: HeaderMap,
+    StripeParams(params): StripeParams,
+) -> Result<Response, ApiError> {
+    auth.require_secret()?;
+    let key = idempotency_key(&headers)?;
+    let fingerprint = idempotent::fingerprint("POST", "/v1/customers", &params.canonical());
+    let mut reader = params.reader();
+    let email = reader.string("email")?;
+    let name = reader.string("name")?;
+    let description = reader.string("description")?;
+    let phone = reader.string("phone")?;
+    let metadata = reader
+        .metadata("metadata")?
+        .map(MetadataUpdate::into_new_metadata)
+        .unwrap_or_default();
+    let address = address(&mut reader)?;
+    common::expansions(&mut reader, &[])?;
+    reader.finish()?;
+    let request = idempotent::Request {
+        auth: &auth,
+        request_id: &request_id,
+        idempotency_key: key.as_deref(),
+        fingerprint,
+    };
+    Ok(idempotent::execute(&state, request, |mut tx| {
+        let (state, auth, request_id) = (&state, &auth, &request_id);
+        let (email, name, description, phone, metadata, address) =
+            (&email, &name, &description, &phone, &metadata, &address);
+        async move {
+            let context = &auth.0;
+            let record = CustomerRecord {
+                id: CustomerId::generate(state.region, context.shard())
+                    .map_err(anyhow::Error::from)?,
+                merchant_id: context.merchant_id,
+                livemode: context.livemode,
+                email: email.clone(),
+                name: name.clone(),
+                description: description.clone(),
+                phone: phone.clone(),
+                address: address.clone(),
+                metadata: metadata.clone(),
+                created: now(),
+            };
+            customers::insert(&mut tx, &record).await?;
+            let object = objects::customer(&record);
+            let effects = Effects {
+                events: vec![EventType::CustomerCreated],
+                ..Effects::none()
+            };
+            events::record(
+                &mut tx,
+                &common::events(auth, &effects, &object, request_id)?,
+            )
+            .await?;
+            Ok((tx, Reply::ok(&object)?))
+        }
+    })
+    .await)
+}
+
+async fn retrieve(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(id): Path<String>,
+    StripeParams(params): StripeParams,
+) -> Result<Response, ApiError> {
+    auth.require_secret()?;
+    let mut reader = params.reader();
+    common::expansions(&mut reader, &[])?;
+    reader.finish()?;
+    let customer = owned_id::<CustomerKind>(&state, &auth, &id, "customer", "id")?;
+    let pool = state.shard(auth.0.shard())?;
+    let record = customers::find(pool, customer, auth.0.merchant_id, auth.0.livemode)
+        .await
+        .map_err(|e| ApiError::internal(&e))?
+        .ok_or_else(|| ApiError::resource_missing("customer", &id, "id"))?;
+    Ok(axum::Json(objects::customer(&record)).into_response())
+}

@@ -1,0 +1,842 @@
+//! `/v1/payment_intents`: create (optionally confirming), retrieve, update,
+//! confirm, capture, cancel, list.
+//!
+//! Every state change runs as: parse and validate (not stored) → claim the
+//! idempotency key → in one shard transaction, lock the intent, apply the
+//! domain transition, write the intent, its attempt, events and outbox
+//! commands, and store the response → commit.
+
+use std::collections::BTreeMap;
+
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use http::HeaderMap;
+use serde_json::Value;
+use snakepay_domain::currency::Currency;
+use snakepay_domain::effects::Effects;
+use snakepay_domain::ids::{
+    AttemptId, ChargeId, CustomerKind, PaymentIntentId, PaymentIntentKind, PaymentMethodId,
+    PaymentMethodKind,
+};
+use snakepay_domain::money::charge_amount;
+use snakepay_domain::payment_intent::{
+    self, CancellationReason, CaptureMethod, IntentCommand, NewPaymentIntent, TransitionError,
+};
+use snakepay_http::{
+    ApiError, MetadataUpdate, ParamReader, RequestIdExt, StripeParams, idempotency_key,
+};
+use snakepay_store::intents::{self, IntentRecord, NewAttempt};
+use snakepay_store::{customers, events, ledger, outbox};
+use sqlx::{PgConnection, Postgres, Transaction};
+
+use crate::auth::Auth;
+use crate::cards::{self, CardInput};
+use crate::idempotent::{self, Reply, WorkError};
+use crate::objects;
+use crate::routes::common::{self, command_messages, expansions, now, owned_id};
+use crate::state::AppState;
+
+const OBJECT: &str = "payment_intent";
+const EXPANDABLE: &[&str] = &["customer", "latest_charge"];
+/// Stripe's limit for statement descriptors.
+const STATEMENT_DESCRIPTOR_MAX_CHARS: usize = 22;
+const CAPTURE_METHODS: &[(&str, CaptureMethod)] = &[
+    ("automatic", CaptureMethod::Automatic),
+    ("automatic_async", CaptureMethod::AutomaticAsync),
+    ("manual", CaptureMethod::Manual),
+];
+const CANCELLATION_REASONS: &[(&str, CancellationReason)] = &[
+    ("duplicate", CancellationReason::Duplicate),
+    ("fraudulent", CancellationReason::Fraudulent),
+    (
+        "requested_by_customer",
+        CancellationReason::RequestedByCustomer,
+    ),
+    ("abandoned", CancellationReason::Abandoned),
+];
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/payment_intents", post(create).get(list))
+        .route("/v1/payment_intents/{id}", get(retrieve).post(update))
+        .route("/v1/payment_intents/{id}/confirm", post(confirm))
+        .route("/v1/payment_intents/{id}/capture", post(capture))
+        .route("/v1/payment_intents/{id}/cancel", post(cancel))
+}
+
+/// Where a confirmation's card comes from.
+enum PaymentMethodSource {
+    Existing(String),
+    NewCard(CardInput),
+}
+
+fn payment_method_source(
+    params: &mut ParamReader,
+    livemode: bool,
+) -> Result<Option<PaymentMethodSource>, ApiError> {
+    let existing = params.string("payment_method")?;
+    let data = params.nested("payment_method_data")?;
+    match (existing, data) {
+        (Some(_), Some(_)) => Err(ApiError::invalid_request(
+            Some("parameter_invalid_empty"),
+            Some("payment_method_data"),
+            "You may only specify one of these parameters: payment_method, payment_method_data.",
+        )),
+        (Some(id), None) => match cards::test_payment_method(&id) {
+            Some(card) if !livemode => Ok(Some(PaymentMethodSource::NewCard(card))),
+            Some(_) => Err(ApiError::resource_missing(
+                "payment_method",
+                &id,
+                "payment_method",
+            )),
+            None => Ok(Some(PaymentMethodSource::Existing(id))),
+        },
+        (None, Some(mut data)) => {
+            let kind = data.required_string("type")?;
+            if kind != "card" {
+                return Err(ApiError::parameter_invalid(
+                    "parameter_invalid_string",
+                    "payment_method_data[type]",
+                    "Invalid payment_method_data[type]: only `card` is supported",
+                ));
+            }
+            let mut card = data
+                .nested("card")?
+                .ok_or_else(|| ApiError::parameter_missing("payment_method_data[card]"))?;
+            let input = CardInput {
+                number: card.required_string("number")?,
+                exp_month: card.required_i64("exp_month")?,
+                exp_year: card.required_i64("exp_year")?,
+                cvc: card.string("cvc")?,
+            };
+            card.finish()?;
+            data.finish()?;
+            Ok(Some(PaymentMethodSource::NewCard(input)))
+        }
+        (None, None) => Ok(None),
+    }
+}
+
+async fn resolve_payment_method(
+    tx: &mut Transaction<'static, Postgres>,
+    state: &AppState,
+    auth: &Auth,
+    source: &PaymentMethodSource,
+    customer: Option<snakepay_domain::ids::CustomerId>,
+) -> Result<PaymentMethodId, WorkError> {
+    let context = &auth.0;
+    match source {
+        PaymentMethodSource::Existing(text) => {
+            let id = owned_id::<PaymentMethodKind>(
+                state,
+                auth,
+                text,
+                "payment_method",
+                "payment_method",
+            )?;
+            intents::find_card(&mut **tx, id, context.merchant_id, context.livemode)
+                .await?
+                .ok_or_else(|| {
+                    ApiError::resource_missing("payment_method", text, "payment_method")
+                })?;
+            Ok(id)
+        }
+        PaymentMethodSource::NewCard(input) => {
+            let id = PaymentMethodId::generate(state.region, context.shard())
+                .map_err(anyhow::Error::from)?;
+            let record = cards::tokenize(
+                &state.vault,
+                id,
+                context.merchant_id,
+                context.livemode,
+                customer,
+                input,
+                now(),
+            )?;
+            intents::insert_card(tx, &record).await?;
+            Ok(id)
+        }
+    }
+}
+
+fn transition_error(error: TransitionError) -> WorkError {
+    match error.code() {
+        Some(code) => WorkError::Api(ApiError::invalid_request(
+            Some(code),
+            error.param(),
+            error.to_string(),
+        )),
+        None => WorkError::Internal(anyhow::anyhow!(error)),
+    }
+}
+
+fn statement_descriptor(params: &mut ParamReader, name: &str) -> Result<Option<String>, ApiError> {
+    let value = params.string(name)?;
+    if value
+        .as_ref()
+        .is_some_and(|v| v.chars().count() > STATEMENT_DESCRIPTOR_MAX_CHARS)
+    {
+        return Err(ApiError::parameter_invalid(
+            "parameter_invalid_string",
+            name,
+            format!("Invalid {name}: at most {STATEMENT_DESCRIPTOR_MAX_CHARS} characters"),
+        ));
+    }
+    Ok(value)
+}
+
+fn currency(text: &str) -> Result<Currency, ApiError> {
+    Currency::parse(text).map_err(|e| {
+        ApiError::parameter_invalid(
+            "parameter_invalid_string",
+            "currency",
+            format!("Invalid currency: {e}"),
+        )
+    })
+}
+
+fn amount(minor: i64, currency: Currency) -> Result<snakepay_domain::Money, ApiError> {
+    charge_amount(minor, currency)
+        .map_err(|e| ApiError::invalid_request(Some(e.code()), Some("amount"), e.to_string()))
+}
+
+/// Writes what a transition produced: attempt, events, commands, journal.
+async fn write_effects(
+    tx: &mut Transaction<'static, Postgres>,
+    auth: &Auth,
+    record: &IntentRecord,
+    effects: &Effects,
+    attempt: Option<NewAttempt>,
+    request_id: &str,
+) -> Result<Value, WorkError> {
+    if let Some(attempt) = attempt {
+        intents::insert_attempt(tx, &attempt).await?;
+    }
+    let snapshot = objects::payment_intent(record);
+    let id = record.intent.id.to_string();
+    events::record(tx, &common::events(auth, effects, &snapshot, request_id)?).await?;
+    outbox::enqueue(tx, &command_messages(auth, &id, effects)?).await?;
+    if let Some(journal) = &effects.journal {
+        let context = ledger::JournalContext {
+            merchant_id: &auth.0.merchant_id.to_string(),
+            livemode: auth.0.livemode,
+            payment_intent_id: Some(&id),
+            refund_id: None,
+            description: "payment_intent",
+        };
+        ledger::post(tx, context, journal).await?;
+    }
+    Ok(snapshot)
+}
+
+/// The intent's JSON with `expand[]` applied.
+async fn render(
+    conn: &mut PgConnection,
+    auth: &Auth,
+    record: &IntentRecord,
+    expand: &[String],
+) -> anyhow::Result<Value> {
+    let mut object = objects::payment_intent(record);
+    if expand.iter().any(|e| e == "customer")
+        && let Some(customer) = record.customer
+        && let Some(found) =
+            customers::find(&mut *conn, customer, auth.0.merchant_id, auth.0.livemode).await?
+        && let Some(fields) = object.as_object_mut()
+    {
+        fields.insert("customer".to_owned(), objects::customer(&found));
+    }
+    // `latest_charge` expands once charges exist (the processor pipeline
+    // creates them); until then it is null either way.
+    Ok(object)
+}
+
+fn new_attempt(state: &AppState, auth: &Auth) -> Result<(AttemptId, ChargeId), WorkError> {
+    let shard = auth.0.shard();
+    Ok((
+        AttemptId::generate(state.region, shard).map_err(anyhow::Error::from)?,
+        ChargeId::generate(state.region, shard).map_err(anyhow::Error::from)?,
+    ))
+}
+
+fn attempt_row(
+    record: &IntentRecord,
+    attempt: AttemptId,
+    charge: ChargeId,
+    auth: &Auth,
+) -> Option<NewAttempt> {
+    let payment_method = record.intent.payment_method?;
+    Some(NewAttempt {
+        id: attempt,
+        payment_intent: record.intent.id,
+        merchant_id: auth.0.merchant_id,
+        charge,
+        payment_method,
+        amount: record.intent.amount,
+        capture: record.intent.capture_method.captures_on_authorization(),
+        created: now(),
+    })
+}
+
+fn client_secret(id: PaymentIntentId) -> Result<String, WorkError> {
+    let mut random = [0_u8; 16];
+    snakepay_domain::ids::fill_random(&mut random).map_err(anyhow::Error::from)?;
+    Ok(format!("{id}_secret_{}", hex::encode(random)))
+}
+
+struct CreateInput {
+    amount: i64,
+    currency: Currency,
+    customer: Option<String>,
+    description: Option<String>,
+    metadata: BTreeMap<String, String>,
+    source: Option<PaymentMethodSource>,
+    capture_method: CaptureMethod,
+    confirm: bool,
+    receipt_email: Option<String>,
+    return_url: Option<String>,
+    statement_descriptor: Option<String>,
+    statement_descriptor_suffix: Option<String>,
+    expand: Vec<String>,
+}
+
+fn parse_create(params: &mut ParamReader, livemode: bool) -> Result<CreateInput, ApiError> {
+    let minor = params.required_i64("amount")?;
+    let currency = currency(&params.required_string("currency")?)?;
+    amount(minor, currency)?;
+    let types = params.string_list("payment_method_types")?;
+    if types.iter().any(|t| t != "card") {
+        return Err(ApiError::parameter_invalid(
+            "parameter_invalid_string",
+            "payment_method_types",
+            "Invalid payment_method_types: only `card` is supported",
+        ));
+    }
+    Ok(CreateInput {
+        amount: minor,
+        currency,
+        customer: params.string("customer")?,
+        description: params.string("description")?,
+        metadata: params
+            .metadata("metadata")?
+            .map(MetadataUpdate::into_new_metadata)
+            .unwrap_or_default(),
+        source: payment_method_source(params, livemode)?,
+        capture_method: params
+            .enumeration("capture_method", CAPTURE_METHODS)?
+            .unwrap_or(CaptureMethod::AutomaticAsync),
+        confirm: params.bool("confirm")?.unwrap_or(false),
+        receipt_email: params.string("receipt_email")?,
+        return_url: params.string("return_url")?,
+        statement_descriptor: statement_descriptor(params, "statement_descriptor")?,
+        statement_descriptor_suffix: statement_descriptor(params, "statement_descriptor_suffix")?,
+        expand: expansions(params, EXPANDABLE)?,
+    })
+}
+
+async fn create(
+    State(state): State<AppState>,
+    auth: Auth,
+    RequestIdExt(request_id): RequestIdExt,
+    headers: HeaderMap,
+    StripeParams(params): StripeParams,
+) -> Result<Response, ApiError> {
+    auth.require_secret()?;
+    let key = idempotency_key(&headers)?;
+    let fingerprint = idempotent::fingerprint("POST", "/v1/payment_intents", &params.canonical());
+    let mut reader = params.reader();
+    let input = parse_create(&mut reader, auth.0.livemode)?;
+    reader.finish()?;
+    let request = idempotent::Request {
+        auth: &auth,
+        request_id: &request_id,
+        idempotency_key: key.as_deref(),
+        fingerprint,
+    };
+    let response = idempotent::execute(&state, request, |mut tx| {
+        let (state, auth, input, request_id) = (&state, &auth, &input, &request_id);
+        async move {
+            let context = &auth.0;
+            let customer = match &input.customer {
+                Some(text) => {
+                    let id = owned_id::<CustomerKind>(state, auth, text, "customer", "customer")?;
+                    customers::find(&mut *tx, id, context.merchant_id, context.livemode)
+                        .await?
+                        .ok_or_else(|| ApiError::resource_missing("customer", text, "customer"))?;
+                    Some(id)
+                }
+                None => None,
+            };
+            let payment_method = match &input.source {
+                Some(source) => {
+                    Some(resolve_payment_method(&mut tx, state, auth, source, customer).await?)
+                }
+                None => None,
+            };
+            let id = PaymentIntentId::generate(state.region, context.shard())
+                .map_err(anyhow::Error::from)?;
+            let created = payment_intent::create(NewPaymentIntent {
+                id,
+                amount: amount(input.amount, input.currency)?,
+                capture_method: input.capture_method,
+                payment_method,
+                created: now(),
+            });
+            let mut effects = created.effects;
+            let mut intent = created.intent;
+            let mut attempt = None;
+            if input.confirm {
+                let (attempt_id, charge) = new_attempt(state, auth)?;
+                let confirmed = payment_intent::apply(
+                    &intent,
+                    IntentCommand::Confirm {
+                        payment_method: None,
+                        attempt: attempt_id,
+                        charge,
+                    },
+                )
+                .map_err(transition_error)?;
+                intent = confirmed.intent;
+                effects.commands.extend(confirmed.effects.commands);
+                effects.events.extend(confirmed.effects.events);
+                attempt = Some((attempt_id, charge));
+            }
+            let record = IntentRecord {
+                intent,
+                merchant_id: context.merchant_id,
+                livemode: context.livemode,
+                customer,
+                client_secret: client_secret(id)?,
+                description: input.description.clone(),
+                metadata: input.metadata.clone(),
+                payment_method_types: vec!["card".to_owned()],
+                receipt_email: input.receipt_email.clone(),
+                return_url: input.return_url.clone(),
+                statement_descriptor: input.statement_descriptor.clone(),
+                statement_descriptor_suffix: input.statement_descriptor_suffix.clone(),
+                version: 1,
+            };
+            intents::insert(&mut tx, &record).await?;
+            let attempt_row = attempt.and_then(|(a, c)| attempt_row(&record, a, c, auth));
+            write_effects(&mut tx, auth, &record, &effects, attempt_row, request_id).await?;
+            let body = render(&mut tx, auth, &record, &input.expand).await?;
+            Ok((tx, Reply::ok(&body)?))
+        }
+    })
+    .await;
+    Ok(response)
+}
+
+async fn retrieve(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(id): Path<String>,
+    StripeParams(params): StripeParams,
+) -> Result<Response, ApiError> {
+    let mut reader = params.reader();
+    let secret = reader.string("client_secret")?;
+    let expand = expansions(&mut reader, EXPANDABLE)?;
+    reader.finish()?;
+    let intent_id = owned_id::<PaymentIntentKind>(&state, &auth, &id, OBJECT, "intent")?;
+    let pool = state.shard(auth.0.shard())?;
+    let record = intents::load(pool, intent_id, auth.0.merchant_id, auth.0.livemode)
+        .await
+        .map_err(|e| ApiError::internal(&e))?
+        .ok_or_else(|| ApiError::resource_missing(OBJECT, &id, "intent"))?;
+    check_client_secret(&auth, &record, secret.as_deref(), &id)?;
+    let mut conn = pool
+        .acquire()
+        .await
+        .map_err(|e| ApiError::internal(&e.into()))?;
+    let body = render(&mut conn, &auth, &record, &expand)
+        .await
+        .map_err(|e| ApiError::internal(&e))?;
+    Ok(axum::Json(body).into_response())
+}
+
+/// A publishable key may act on an intent only with its client secret.
+fn check_client_secret(
+    auth: &Auth,
+    record: &IntentRecord,
+    secret: Option<&str>,
+    id: &str,
+) -> Result<(), ApiError> {
+    if !auth.is_publishable() {
+        return Ok(());
+    }
+    match secret {
+        None => Err(ApiError::parameter_missing("client_secret")),
+        Some(secret) if secret == record.client_secret => Ok(()),
+        // The same answer as for an unknown intent: a wrong secret reveals nothing.
+        Some(_) => Err(ApiError::resource_missing(OBJECT, id, "intent")),
+    }
+}
+
+/// Loads the intent for a state change, or "no such payment_intent".
+async fn lock_intent(
+    tx: &mut Transaction<'static, Postgres>,
+    auth: &Auth,
+    id: PaymentIntentId,
+) -> Result<IntentRecord, WorkError> {
+    intents::load_for_update(tx, id, auth.0.merchant_id, auth.0.livemode)
+        .await?
+        .ok_or_else(|| {
+            WorkError::Api(ApiError::resource_missing(
+                OBJECT,
+                &id.to_string(),
+                "intent",
+            ))
+        })
+}
+
+struct UpdateInput {
+    amount: Option<i64>,
+    currency: Option<Currency>,
+    description: Option<Option<String>>,
+    metadata: Option<MetadataUpdate>,
+    source: Option<PaymentMethodSource>,
+    customer: Option<String>,
+    receipt_email: Option<Option<String>>,
+    statement_descriptor: Option<Option<String>>,
+    statement_descriptor_suffix: Option<Option<String>>,
+    expand: Vec<String>,
+}
+
+/// `Some(None)` when the parameter was sent empty (unset), `None` when absent.
+fn settable(params: &mut ParamReader, name: &str) -> Result<Option<Option<String>>, ApiError> {
+    if !params.has(name) {
+        return Ok(None);
+    }
+    Ok(Some(params.string(name)?))
+}
+
+/// Like [`settable`], with the descriptor's length check.
+fn settable_descriptor(
+    params: &mut ParamReader,
+    name: &str,
+) -> Result<Option<Option<String>>, ApiError> {
+    if !params.has(name) {
+        return Ok(None);
+    }
+    Ok(Some(statement_descriptor(params, name)?))
+}
+
+async fn update(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(id): Path<String>,
+    RequestIdExt(request_id): RequestIdExt,
+    headers: HeaderMap,
+    StripeParams(params): StripeParams,
+) -> Result<Response, ApiError> {
+    auth.require_secret()?;
+    let key = idempotency_key(&headers)?;
+    let fingerprint = idempotent::fingerprint(
+        "POST",
+        &format!("/v1/payment_intents/{id}"),
+        &params.canonical(),
+    );
+    let mut reader = params.reader();
+    let input = UpdateInput {
+        amount: reader.i64("amount")?,
+        currency: reader
+            .string("currency")?
+            .as_deref()
+            .map(currency)
+            .transpose()?,
+        description: settable(&mut reader, "description")?,
+        metadata: reader.metadata("metadata")?,
+        source: payment_method_source(&mut reader, auth.0.livemode)?,
+        customer: reader.string("customer")?,
+        receipt_email: settable(&mut reader, "receipt_email")?,
+        statement_descriptor: settable_descriptor(&mut reader, "statement_descriptor")?,
+        statement_descriptor_suffix: settable_descriptor(
+            &mut reader,
+            "statement_descriptor_suffix",
+        )?,
+        expand: expansions(&mut reader, EXPANDABLE)?,
+    };
+    reader.finish()?;
+    let intent_id = owned_id::<PaymentIntentKind>(&state, &auth, &id, OBJECT, "intent")?;
+    let request = idempotent::Request {
+        auth: &auth,
+        request_id: &request_id,
+        idempotency_key: key.as_deref(),
+        fingerprint,
+    };
+    Ok(idempotent::execute(&state, request, |mut tx| {
+        let (state, auth, input, request_id) = (&state, &auth, &input, &request_id);
+        async move {
+            let mut record = lock_intent(&mut tx, auth, intent_id).await?;
+            let mut effects = Effects::none();
+            if input.amount.is_some() || input.currency.is_some() {
+                let currency = input.currency.unwrap_or(record.intent.amount.currency());
+                let minor = input.amount.unwrap_or(record.intent.amount.minor());
+                let t = payment_intent::apply(
+                    &record.intent,
+                    IntentCommand::UpdateAmount {
+                        amount: amount(minor, currency)?,
+                    },
+                )
+                .map_err(transition_error)?;
+                record.intent = t.intent;
+            }
+            if let Some(source) = &input.source {
+                let pm =
+                    resolve_payment_method(&mut tx, state, auth, source, record.customer).await?;
+                let t = payment_intent::apply(
+                    &record.intent,
+                    IntentCommand::AttachPaymentMethod { payment_method: pm },
+                )
+                .map_err(transition_error)?;
+                record.intent = t.intent;
+                effects = t.effects;
+            }
+            if let Some(text) = &input.customer {
+                let customer = owned_id::<CustomerKind>(state, auth, text, "customer", "customer")?;
+                customers::find(&mut *tx, customer, auth.0.merchant_id, auth.0.livemode)
+                    .await?
+                    .ok_or_else(|| ApiError::resource_missing("customer", text, "customer"))?;
+                record.customer = Some(customer);
+            }
+            if let Some(update) = &input.metadata {
+                update.apply(&mut record.metadata, "metadata")?;
+            }
+            if let Some(description) = &input.description {
+                record.description = description.clone();
+            }
+            if let Some(email) = &input.receipt_email {
+                record.receipt_email = email.clone();
+            }
+            if let Some(descriptor) = &input.statement_descriptor {
+                record.statement_descriptor = descriptor.clone();
+            }
+            if let Some(suffix) = &input.statement_descriptor_suffix {
+                record.statement_descriptor_suffix = suffix.clone();
+            }
+            intents::update(&mut tx, &mut record).await?;
+            write_effects(&mut tx, auth, &record, &effects, None, request_id).await?;
+            let body = render(&mut tx, auth, &record, &input.expand).await?;
+            Ok((tx, Reply::ok(&body)?))
+        }
+    })
+    .await)
+}
+
+async fn confirm(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(id): Path<String>,
+    RequestIdExt(request_id): RequestIdExt,
+    headers: HeaderMap,
+    StripeParams(params): StripeParams,
+) -> Result<Response, ApiError> {
+    let key = idempotency_key(&headers)?;
+    let fingerprint = idempotent::fingerprint(
+        "POST",
+        &format!("/v1/payment_intents/{id}/confirm"),
+        &params.canonical(),
+    );
+    let mut reader = params.reader();
+    let secret = reader.string("client_secret")?;
+    let source = payment_method_source(&mut reader, auth.0.livemode)?;
+    let return_url = reader.string("return_url")?;
+    let receipt_email = reader.string("receipt_email")?;
+    let capture_method = reader.enumeration("capture_method", CAPTURE_METHODS)?;
+    let expand = expansions(&mut reader, EXPANDABLE)?;
+    reader.finish()?;
+    if auth.is_publishable() && secret.is_none() {
+        return Err(ApiError::parameter_missing("client_secret"));
+    }
+    let intent_id = owned_id::<PaymentIntentKind>(&state, &auth, &id, OBJECT, "intent")?;
+    let request = idempotent::Request {
+        auth: &auth,
+        request_id: &request_id,
+        idempotency_key: key.as_deref(),
+        fingerprint,
+    };
+    Ok(idempotent::execute(&state, request, |mut tx| {
+        let (state, auth, request_id) = (&state, &auth, &request_id);
+        let (source, secret, return_url, receipt_email, expand, id) =
+            (&source, &secret, &return_url, &receipt_email, &expand, &id);
+        async move {
+            let mut record = lock_intent(&mut tx, auth, intent_id).await?;
+            check_client_secret(auth, &record, secret.as_deref(), id)?;
+            let payment_method = match source {
+                Some(source) => Some(
+                    resolve_payment_method(&mut tx, state, auth, source, record.customer).await?,
+                ),
+                None => None,
+            };
+            if let Some(method) = capture_method {
+                record.intent.capture_method = method;
+            }
+            let (attempt, charge) = new_attempt(state, auth)?;
+            let t = payment_intent::apply(
+                &record.intent,
+                IntentCommand::Confirm {
+                    payment_method,
+                    attempt,
+                    charge,
+                },
+            )
+            .map_err(transition_error)?;
+            record.intent = t.intent;
+            if return_url.is_some() {
+                record.return_url = return_url.clone();
+            }
+            if receipt_email.is_some() {
+                record.receipt_email = receipt_email.clone();
+            }
+            intents::update(&mut tx, &mut record).await?;
+            let attempt_row = attempt_row(&record, attempt, charge, auth);
+            write_effects(&mut tx, auth, &record, &t.effects, attempt_row, request_id).await?;
+            let body = render(&mut tx, auth, &record, expand).await?;
+            Ok((tx, Reply::ok(&body)?))
+        }
+    })
+    .await)
+}
+
+/// What capture and cancel share: the request, parsed.
+struct SimpleRequest<'a> {
+    id: &'a str,
+    request_id: &'a str,
+    headers: &'a HeaderMap,
+    /// `capture` or `cancel`, for the fingerprint's path.
+    path_suffix: &'static str,
+    canonical: String,
+    expand: Vec<String>,
+}
+
+/// Capture and cancel: lock, apply one command, write, answer.
+async fn simple_transition(
+    state: &AppState,
+    auth: &Auth,
+    request: SimpleRequest<'_>,
+    command: impl Fn() -> IntentCommand,
+) -> Result<Response, ApiError> {
+    auth.require_secret()?;
+    let SimpleRequest {
+        id,
+        request_id,
+        headers,
+        path_suffix,
+        canonical,
+        expand,
+    } = request;
+    let key = idempotency_key(headers)?;
+    let fingerprint = idempotent::fingerprint(
+        "POST",
+        &format!("/v1/payment_intents/{id}/{path_suffix}"),
+        &canonical,
+    );
+    let intent_id = owned_id::<PaymentIntentKind>(state, auth, id, OBJECT, "intent")?;
+    let request = idempotent::Request {
+        auth,
+        request_id,
+        idempotency_key: key.as_deref(),
+        fingerprint,
+    };
+    Ok(idempotent::execute(state, request, |mut tx| {
+        let (command, expand) = (&command, &expand);
+        async move {
+            let mut record = lock_intent(&mut tx, auth, intent_id).await?;
+            let t = payment_intent::apply(&record.intent, command()).map_err(transition_error)?;
+            record.intent = t.intent;
+            intents::update(&mut tx, &mut record).await?;
+            write_effects(&mut tx, auth, &record, &t.effects, None, request_id).await?;
+            let body = render(&mut tx, auth, &record, expand).await?;
+            Ok((tx, Reply::ok(&body)?))
+        }
+    })
+    .await)
+}
+
+async fn capture(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(id): Path<String>,
+    RequestIdExt(request_id): RequestIdExt,
+    headers: HeaderMap,
+    StripeParams(params): StripeParams,
+) -> Result<Response, ApiError> {
+    let canonical = params.canonical();
+    let mut reader = params.reader();
+    let amount_to_capture = reader.i64("amount_to_capture")?;
+    let expand = expansions(&mut reader, EXPANDABLE)?;
+    reader.finish()?;
+    simple_transition(
+        &state,
+        &auth,
+        SimpleRequest {
+            id: &id,
+            request_id: &request_id,
+            headers: &headers,
+            path_suffix: "capture",
+            canonical,
+            expand,
+        },
+        || IntentCommand::Capture { amount_to_capture },
+    )
+    .await
+}
+
+async fn cancel(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(id): Path<String>,
+    RequestIdExt(request_id): RequestIdExt,
+    headers: HeaderMap,
+    StripeParams(params): StripeParams,
+) -> Result<Response, ApiError> {
+    let canonical = params.canonical();
+    let mut reader = params.reader();
+    let reason = reader.enumeration("cancellation_reason", CANCELLATION_REASONS)?;
+    let expand = expansions(&mut reader, EXPANDABLE)?;
+    reader.finish()?;
+    simple_transition(
+        &state,
+        &auth,
+        SimpleRequest {
+            id: &id,
+            request_id: &request_id,
+            headers: &headers,
+            path_suffix: "cancel",
+            canonical,
+            expand,
+        },
+        || IntentCommand::Cancel { reason, now: now() },
+    )
+    .await
+}
+
+async fn list(
+    State(state): State<AppState>,
+    auth: Auth,
+    StripeParams(params): StripeParams,
+) -> Result<Response, ApiError> {
+    auth.require_secret()?;
+    let mut reader = params.reader();
+    let query = common::list_query(&mut reader)?;
+    let customer = reader
+        .string("customer")?
+        .map(|text| owned_id::<CustomerKind>(&state, &auth, &text, "customer", "customer"))
+        .transpose()?;
+    reader.finish()?;
+    for (cursor, param) in [
+        (&query.starting_after, "starting_after"),
+        (&query.ending_before, "ending_before"),
+    ] {
+        if let Some(cursor) = cursor {
+            owned_id::<PaymentIntentKind>(&state, &auth, cursor, OBJECT, param)?;
+        }
+    }
+    let pool = state.shard(auth.0.shard())?;
+    let page = intents::list(pool, auth.0.merchant_id, auth.0.livemode, customer, &query)
+        .await
+        .map_err(|e| ApiError::internal(&e))?;
+    let data = page.items.iter().map(objects::payment_intent).collect();
+    Ok(axum::Json(objects::list("/v1/payment_intents", data, page.has_more)).into_response())
+}

@@ -1,0 +1,260 @@
+//! A running External API on port 0 with its own databases and key ring.
+
+use reqwest::header::HeaderMap;
+use serde_json::Value;
+use snakepay_domain::ids::{MerchantId, RegionNumber, ShardNumber};
+use snakepay_external_api::{ExternalApiConfig, start};
+use snakepay_http::ServerHandle;
+use snakepay_store::merchants::{self, KeyHasher, KeyKind, KycStatus, NewMerchant};
+use snakepay_store::testing::{self, TestDatabases};
+
+pub const HASH_SECRET_BASE64: &str =
+    "c25ha2VwYXktbG9jYWwtZGV2ZWxvcG1lbnQtb25seS1rZXktaGFzaC1zZWNyZXQ=";
+pub const REGION: RegionNumber = RegionNumber(1);
+
+pub struct TestApi {
+    pub db: TestDatabases,
+    pub server: ServerHandle,
+    pub client: reqwest::Client,
+    _dir: tempfile::TempDir,
+}
+
+pub struct TestMerchant {
+    pub id: MerchantId,
+    pub secret_key: String,
+    pub publishable_key: String,
+    pub key_id: String,
+}
+
+pub struct Reply {
+    pub status: u16,
+    pub headers: HeaderMap,
+    pub bytes: Vec<u8>,
+    pub body: Value,
+}
+
+impl Reply {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// The error envelope's field, e.g. `error("code")`.
+    pub fn error(&self, field: &str) -> Value {
+        self.body["error"][field].clone()
+    }
+}
+
+impl TestApi {
+    pub async fn start() -> TestApi {
+        let db = testing::fresh(2).await.unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let key_ring = dir.path().join("keyring.json");
+        snakepay_vault::FileKeyProvider::create(
+            &key_ring,
+            &snakepay_vault::KeyRing::generate("kek-test").unwrap(),
+        )
+        .unwrap();
+        let shards: Vec<String> = db.shard_urls().iter().map(|u| format!("\"{u}\"")).collect();
+        let toml = format!(
+            r#"
+            [region]
+            code = "eu-1"
+            number = 1
+            public_api_url = "http://127.0.0.1"
+            [database]
+            control_url = "{control}"
+            shard_urls = [{shards}]
+            max_connections = 12
+            [api_keys]
+            hash_secret_base64 = "{HASH_SECRET_BASE64}"
+            [vault]
+            key_ring_path = "{key_ring}"
+            [external_api]
+            listen_addr = "127.0.0.1:0"
+            [[external_api.other_regions]]
+            code = "us-1"
+            number = 2
+            public_api_url = "https://api.us-1.snakepay.test"
+            "#,
+            control = db.control_url(),
+            shards = shards.join(", "),
+            key_ring = key_ring.display(),
+        );
+        let config: ExternalApiConfig = snakepay_config::from_toml_str(&toml).unwrap();
+        let server = start(&config).await.unwrap();
+        TestApi {
+            db,
+            server,
+            client: reqwest::Client::new(),
+            _dir: dir,
+        }
+    }
+
+    pub fn hasher(&self) -> KeyHasher {
+        KeyHasher::new(&base64_decode(HASH_SECRET_BASE64)).unwrap()
+    }
+
+    /// A merchant on the given shard (or the least loaded one), with test keys.
+    pub async fn merchant_on(&self, shard: Option<u8>) -> TestMerchant {
+        let control = self.db.store.control();
+        let shard = match shard {
+            Some(n) => ShardNumber(n),
+            None => merchants::least_loaded_shard(control, 2).await.unwrap(),
+        };
+        let merchant = merchants::create_merchant(
+            control,
+            "eu-1",
+            REGION,
+            shard,
+            &NewMerchant {
+                legal_name: "Test Shop".into(),
+                country: "DE".into(),
+            },
+        )
+        .await
+        .unwrap();
+        let secret = merchants::create_api_key(
+            control,
+            &self.hasher(),
+            REGION,
+            merchant.id,
+            KeyKind::Secret,
+            false,
+        )
+        .await
+        .unwrap();
+        let publishable = merchants::create_api_key(
+            control,
+            &self.hasher(),
+            REGION,
+            merchant.id,
+            KeyKind::Publishable,
+            false,
+        )
+        .await
+        .unwrap();
+        TestMerchant {
+            id: merchant.id,
+            secret_key: secret.key,
+            publishable_key: publishable.key,
+            key_id: secret.key_id,
+        }
+    }
+
+    pub async fn merchant(&self) -> TestMerchant {
+        self.merchant_on(None).await
+    }
+
+    pub async fn live_key(&self, merchant: &TestMerchant, verified: bool) -> String {
+        let control = self.db.store.control();
+        if verified {
+            merchants::set_kyc_status(control, merchant.id, KycStatus::Verified)
+                .await
+                .unwrap();
+        }
+        merchants::create_api_key(
+            control,
+            &self.hasher(),
+            REGION,
+            merchant.id,
+            KeyKind::Secret,
+            true,
+        )
+        .await
+        .unwrap()
+        .key
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.server.url())
+    }
+
+    pub async fn send(&self, request: reqwest::RequestBuilder) -> Reply {
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let bytes = response.bytes().await.unwrap().to_vec();
+        let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        Reply {
+            status,
+            headers,
+            bytes,
+            body,
+        }
+    }
+
+    pub async fn post(
+        &self,
+        key: &str,
+        path: &str,
+        form: &[(&str, &str)],
+        idempotency_key: Option<&str>,
+    ) -> Reply {
+        let mut request = self
+            .client
+            .post(self.url(path))
+            .bearer_auth(key)
+            .body(encode(form))
+            .header("content-type", "application/x-www-form-urlencoded");
+        if let Some(idempotency_key) = idempotency_key {
+            request = request.header("Idempotency-Key", idempotency_key);
+        }
+        self.send(request).await
+    }
+
+    pub async fn get(&self, key: &str, path: &str) -> Reply {
+        self.send(self.client.get(self.url(path)).bearer_auth(key))
+            .await
+    }
+
+    /// Every text value in every table of every database of this test, for
+    /// searches of things that must not be stored.
+    pub async fn dump_all_tables(&self) -> String {
+        let mut dump = String::new();
+        let pools =
+            std::iter::once(self.db.store.control()).chain(self.db.store.shards().map(|(_, p)| p));
+        for pool in pools {
+            let tables: Vec<String> = sqlx::query_scalar(
+                "select quote_ident(table_name) from information_schema.tables where table_schema = 'public' and table_type = 'BASE TABLE'",
+            )
+            .fetch_all(pool)
+            .await
+            .unwrap();
+            for table in tables {
+                let rows: Vec<String> =
+                    sqlx::query_scalar(&format!("select t::text from {table} t"))
+                        .fetch_all(pool)
+                        .await
+                        .unwrap();
+                dump.push_str(&rows.join("\n"));
+                dump.push('\n');
+            }
+        }
+        dump
+    }
+}
+
+pub fn encode(form: &[(&str, &str)]) -> String {
+    form.iter()
+        .map(|(k, v)| format!("{}={}", percent(k), percent(v)))
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+fn percent(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+fn base64_decode(text: &str) -> Vec<u8> {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD
+        .decode(text)
+        .unwrap()
+}
