@@ -15,6 +15,8 @@
 //! - [`intents`]: PaymentIntents, attempts and tokenized cards; the list
 //!   pagination shared by every list.
 //! - [`customers`], [`events`]: customers; events written with their change.
+//! - [`refunds`]; [`charges`] (a view of attempts, not a table);
+//!   [`webhook_endpoints`] (with their sealed signing secrets).
 //! - [`outbox`]: messages for the broker, committed with the change.
 //! - [`idempotency`]: claiming keys, storing and replaying responses, reaping.
 //! - [`testing`] (feature `testing`): a fresh set of databases per test,
@@ -24,6 +26,7 @@
 //! in one transaction (DESIGN.md §4); the repositories take a transaction
 //! rather than a pool where they write, so callers compose them.
 
+pub mod charges;
 pub mod customers;
 pub mod events;
 pub mod idempotency;
@@ -32,9 +35,11 @@ pub mod ledger;
 pub mod merchants;
 pub mod migrate;
 pub mod outbox;
+pub mod refunds;
 pub mod retry;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod webhook_endpoints;
 
 use std::str::FromStr;
 use std::time::Duration;

@@ -10,7 +10,8 @@
 //!   stored in the same transaction as the change.
 //! - `cards.rs`: tokenizing card details into the vault.
 //! - `objects.rs`: the Stripe JSON of each object (responses and events).
-//! - `routes/`: one module per resource.
+//! - `routes/`: one module per resource; `openapi.rs`: the document,
+//!   generated from the same route registrations.
 //!
 //! [`run`] serves until SIGTERM/SIGINT; [`start`] serves in the background
 //! on the configured address (port 0 in tests) and returns a handle.
@@ -21,6 +22,7 @@ mod auth;
 mod cards;
 mod idempotent;
 mod objects;
+mod openapi;
 mod routes;
 mod state;
 

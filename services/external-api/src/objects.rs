@@ -3,9 +3,11 @@
 
 use serde_json::{Value, json};
 use snakepay_domain::payment_intent::{CardErrorCode, NextAction, PaymentError};
+use snakepay_store::charges::ChargeView;
 use snakepay_store::customers::CustomerRecord;
 use snakepay_store::events::EventRecord;
 use snakepay_store::intents::IntentRecord;
+use snakepay_store::refunds::RefundRecord;
 
 fn enum_text<T: serde::Serialize>(value: &T) -> Value {
     serde_json::to_value(value).unwrap_or(Value::Null)
@@ -96,6 +98,71 @@ pub fn event(record: &EventRecord, idempotency_key: Option<&str>) -> Value {
         "pending_webhooks": 0,
         "request": { "id": record.request_id, "idempotency_key": idempotency_key },
         "type": record.event_type,
+    })
+}
+
+pub fn refund(record: &RefundRecord) -> Value {
+    let refund = &record.refund;
+    json!({
+        "id": refund.id.to_string(),
+        "object": "refund",
+        "amount": refund.amount.minor(),
+        "balance_transaction": null,
+        "charge": refund.charge.to_string(),
+        "created": refund.created,
+        "currency": refund.amount.currency().code(),
+        "failure_reason": refund.failure_reason,
+        "metadata": record.metadata,
+        "payment_intent": refund.payment_intent.to_string(),
+        "reason": refund.reason.as_ref().map(enum_text),
+        "receipt_number": null,
+        "status": refund.status.as_str(),
+    })
+}
+
+pub fn charge(view: &ChargeView) -> Value {
+    let status = match view.attempt_status.as_str() {
+        "approved" => "succeeded",
+        "declined" | "superseded" => "failed",
+        _ => "pending",
+    };
+    // The intent's totals are this charge's only while it is the latest.
+    let (captured, refunded) = if view.is_latest {
+        (view.amount_received, view.amount_refunded)
+    } else {
+        (0, 0)
+    };
+    json!({
+        "id": view.id,
+        "object": "charge",
+        "amount": view.amount,
+        "amount_captured": captured,
+        "amount_refunded": refunded,
+        "balance_transaction": null,
+        "captured": captured > 0,
+        "created": view.created,
+        "currency": view.currency,
+        "customer": view.customer,
+        "description": view.description,
+        "failure_code": view.failure_code,
+        "failure_message": view.failure_message,
+        "livemode": view.livemode,
+        "metadata": view.metadata,
+        "paid": status == "succeeded",
+        "payment_intent": view.payment_intent,
+        "payment_method": view.payment_method,
+        "payment_method_details": {
+            "type": "card",
+            "card": {
+                "brand": view.card_brand,
+                "last4": view.card_last4,
+                "exp_month": view.card_exp_month,
+                "exp_year": view.card_exp_year,
+                "fingerprint": view.card_fingerprint,
+            },
+        },
+        "refunded": captured > 0 && refunded == captured,
+        "status": status,
     })
 }
 

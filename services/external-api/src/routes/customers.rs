@@ -2,10 +2,8 @@
 
 use std::collections::BTreeMap;
 
-use axum::Router;
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use http::HeaderMap;
 use snakepay_domain::effects::{Effects, EventType};
 use snakepay_domain::ids::{CustomerId, CustomerKind};
@@ -18,15 +16,33 @@ use snakepay_store::events;
 use crate::auth::Auth;
 use crate::idempotent::{self, Reply};
 use crate::objects;
+use crate::openapi::ApiRoutes;
 use crate::routes::common::{self, now, owned_id};
 use crate::state::AppState;
 
 const ADDRESS_FIELDS: &[&str] = &["city", "country", "line1", "line2", "postal_code", "state"];
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/customers", post(create))
-        .route("/v1/customers/{id}", get(retrieve))
+pub fn routes(api: ApiRoutes) -> ApiRoutes {
+    api.post(
+        "/v1/customers",
+        create,
+        "Create a customer",
+        &[
+            "email",
+            "name",
+            "description",
+            "phone",
+            "metadata",
+            "address",
+            "expand",
+        ],
+    )
+    .get(
+        "/v1/customers/{id}",
+        retrieve,
+        "Retrieve a customer",
+        &["expand"],
+    )
 }
 
 fn address(params: &mut ParamReader) -> Result<Option<BTreeMap<String, String>>, ApiError> {

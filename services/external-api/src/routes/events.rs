@@ -1,9 +1,7 @@
 //! `/v1/events`: retrieve and list.
 
-use axum::Router;
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use snakepay_domain::effects::EventType;
 use snakepay_domain::ids::EventKind;
 use snakepay_http::{ApiError, StripeParams};
@@ -11,13 +9,25 @@ use snakepay_store::events;
 
 use crate::auth::Auth;
 use crate::objects;
+use crate::openapi::ApiRoutes;
 use crate::routes::common::{self, owned_id};
 use crate::state::AppState;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/events", get(list))
-        .route("/v1/events/{id}", get(retrieve))
+pub fn routes(api: ApiRoutes) -> ApiRoutes {
+    api.get(
+        "/v1/events",
+        list,
+        "List events, newest first",
+        &[
+            "limit",
+            "starting_after",
+            "ending_before",
+            "created",
+            "type",
+            "types",
+        ],
+    )
+    .get("/v1/events/{id}", retrieve, "Retrieve an event", &[])
 }
 
 async fn retrieve(

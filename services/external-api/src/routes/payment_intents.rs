@@ -8,10 +8,8 @@
 
 use std::collections::BTreeMap;
 
-use axum::Router;
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use http::HeaderMap;
 use serde_json::Value;
 use snakepay_domain::currency::Currency;
@@ -28,13 +26,14 @@ use snakepay_http::{
     ApiError, MetadataUpdate, ParamReader, RequestIdExt, StripeParams, idempotency_key,
 };
 use snakepay_store::intents::{self, IntentRecord, NewAttempt};
-use snakepay_store::{customers, events, ledger, outbox};
+use snakepay_store::{charges, customers, events, ledger, outbox};
 use sqlx::{PgConnection, Postgres, Transaction};
 
 use crate::auth::Auth;
 use crate::cards::{self, CardInput};
 use crate::idempotent::{self, Reply, WorkError};
 use crate::objects;
+use crate::openapi::ApiRoutes;
 use crate::routes::common::{self, command_messages, expansions, now, owned_id};
 use crate::state::AppState;
 
@@ -57,13 +56,95 @@ const CANCELLATION_REASONS: &[(&str, CancellationReason)] = &[
     ("abandoned", CancellationReason::Abandoned),
 ];
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/payment_intents", post(create).get(list))
-        .route("/v1/payment_intents/{id}", get(retrieve).post(update))
-        .route("/v1/payment_intents/{id}/confirm", post(confirm))
-        .route("/v1/payment_intents/{id}/capture", post(capture))
-        .route("/v1/payment_intents/{id}/cancel", post(cancel))
+const CREATE_PARAMS: &[&str] = &[
+    "amount",
+    "currency",
+    "customer",
+    "description",
+    "metadata",
+    "payment_method",
+    "payment_method_types",
+    "payment_method_data",
+    "capture_method",
+    "confirm",
+    "receipt_email",
+    "return_url",
+    "statement_descriptor",
+    "statement_descriptor_suffix",
+    "expand",
+];
+const UPDATE_PARAMS: &[&str] = &[
+    "amount",
+    "currency",
+    "description",
+    "metadata",
+    "payment_method",
+    "payment_method_data",
+    "customer",
+    "receipt_email",
+    "statement_descriptor",
+    "statement_descriptor_suffix",
+    "expand",
+];
+const CONFIRM_PARAMS: &[&str] = &[
+    "client_secret",
+    "payment_method",
+    "payment_method_data",
+    "return_url",
+    "receipt_email",
+    "capture_method",
+    "expand",
+];
+
+pub fn routes(api: ApiRoutes) -> ApiRoutes {
+    api.post(
+        "/v1/payment_intents",
+        create,
+        "Create a PaymentIntent, optionally confirming it",
+        CREATE_PARAMS,
+    )
+    .get(
+        "/v1/payment_intents",
+        list,
+        "List PaymentIntents, newest first",
+        &[
+            "limit",
+            "starting_after",
+            "ending_before",
+            "created",
+            "customer",
+        ],
+    )
+    .get(
+        "/v1/payment_intents/{id}",
+        retrieve,
+        "Retrieve a PaymentIntent (publishable keys need its client_secret)",
+        &["client_secret", "expand"],
+    )
+    .post(
+        "/v1/payment_intents/{id}",
+        update,
+        "Update a PaymentIntent",
+        UPDATE_PARAMS,
+    )
+    .post(
+        "/v1/payment_intents/{id}/confirm",
+        confirm,
+        "Confirm a PaymentIntent (publishable keys need its client_secret)",
+        CONFIRM_PARAMS,
+    )
+    .post(
+        "/v1/payment_intents/{id}/capture",
+        capture,
+        "Capture an authorized PaymentIntent, fully or partly",
+        &["amount_to_capture", "expand"],
+    )
+    .post(
+        "/v1/payment_intents/{id}/cancel",
+        cancel,
+        "Cancel a PaymentIntent, releasing any authorization",
+        &["cancellation_reason", "expand"],
+    )
 }
 
 /// Where a confirmation's card comes from.
@@ -161,7 +242,7 @@ async fn resolve_payment_method(
     }
 }
 
-fn transition_error(error: TransitionError) -> WorkError {
+pub(crate) fn transition_error(error: TransitionError) -> WorkError {
     match error.code() {
         Some(code) => WorkError::Api(ApiError::invalid_request(
             Some(code),
@@ -247,8 +328,14 @@ async fn render(
     {
         fields.insert("customer".to_owned(), objects::customer(&found));
     }
-    // `latest_charge` expands once charges exist (the processor pipeline
-    // creates them); until then it is null either way.
+    if expand.iter().any(|e| e == "latest_charge")
+        && let Some(charge) = record.intent.latest_charge
+        && let Some(view) =
+            charges::find(&mut *conn, charge, auth.0.merchant_id, auth.0.livemode).await?
+        && let Some(fields) = object.as_object_mut()
+    {
+        fields.insert("latest_charge".to_owned(), objects::charge(&view));
+    }
     Ok(object)
 }
 
@@ -474,7 +561,7 @@ fn check_client_secret(
 }
 
 /// Loads the intent for a state change, or "no such payment_intent".
-async fn lock_intent(
+pub(crate) async fn lock_intent(
     tx: &mut Transaction<'static, Postgres>,
     auth: &Auth,
     id: PaymentIntentId,

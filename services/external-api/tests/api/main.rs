@@ -10,6 +10,9 @@
 mod customers_events;
 mod errors;
 mod idempotency;
+mod openapi;
 mod payment_intents;
+mod refunds_charges;
 mod security;
 mod support;
+mod webhook_endpoints;

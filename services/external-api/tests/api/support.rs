@@ -258,3 +258,85 @@ fn base64_decode(text: &str) -> Vec<u8> {
         .decode(text)
         .unwrap()
 }
+
+impl TestApi {
+    /// Applies a processor's authorization outcome to an intent the way the
+    /// integration service does (which lands with the pipeline): domain
+    /// transition, intent, attempt status and journal in one transaction.
+    pub async fn settle_authorization(
+        &self,
+        merchant: &TestMerchant,
+        intent: &str,
+        outcome: snakepay_domain::payment_intent::AuthorizationOutcome,
+    ) {
+        use snakepay_domain::payment_intent::{self, IntentCommand, PendingOperation};
+        use snakepay_store::{intents, ledger};
+        let pool = self.db.store.shard(merchant.id.shard()).unwrap();
+        let mut tx = pool.begin().await.unwrap();
+        let id = snakepay_domain::ids::PaymentIntentId::parse(intent).unwrap();
+        let mut record = intents::load_for_update(&mut tx, id, merchant.id, false)
+            .await
+            .unwrap()
+            .unwrap();
+        let Some(PendingOperation::Authorize { attempt, .. }) = record.intent.pending else {
+            panic!("no authorization pending on {intent}");
+        };
+        let approved = outcome == snakepay_domain::payment_intent::AuthorizationOutcome::Approved;
+        let t = payment_intent::apply(
+            &record.intent,
+            IntentCommand::AuthorizationResult {
+                attempt,
+                outcome,
+                now: 1_800_000_000,
+            },
+        )
+        .unwrap();
+        record.intent = t.intent;
+        intents::update(&mut tx, &mut record).await.unwrap();
+        if let Some(journal) = &t.effects.journal {
+            let merchant_id = merchant.id.to_string();
+            let context = ledger::JournalContext {
+                merchant_id: &merchant_id,
+                livemode: false,
+                payment_intent_id: Some(intent),
+                refund_id: None,
+                description: "test settlement",
+            };
+            ledger::post(&mut tx, context, journal).await.unwrap();
+        }
+        sqlx::query("update payment_attempts set status = $2 where id = $1")
+            .bind(attempt.to_string())
+            .bind(if approved { "approved" } else { "declined" })
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+    }
+
+    /// A payment of `amount` USD that has succeeded (confirmed, approved).
+    pub async fn succeeded_payment(&self, merchant: &TestMerchant, amount: i64) -> String {
+        let amount = amount.to_string();
+        let reply = self
+            .post(
+                &merchant.secret_key,
+                "/v1/payment_intents",
+                &[
+                    ("amount", &amount),
+                    ("currency", "usd"),
+                    ("confirm", "true"),
+                    ("payment_method", "pm_card_visa"),
+                ],
+                None,
+            )
+            .await;
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        let id = reply.body["id"].as_str().unwrap().to_owned();
+        self.settle_authorization(
+            merchant,
+            &id,
+            snakepay_domain::payment_intent::AuthorizationOutcome::Approved,
+        )
+        .await;
+        id
+    }
+}

@@ -1,0 +1,100 @@
+//! Charges: the API's view of a payment attempt. A charge is not a table of
+//! its own: it is derived from the attempt, the card it used and the intent's
+//! money fields, so it can never disagree with them.
+
+use snakepay_domain::ids::{ChargeId, MerchantId};
+use sqlx::{PgExecutor, Row};
+
+/// What the charge object shows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChargeView {
+    pub id: String,
+    pub payment_intent: String,
+    pub livemode: bool,
+    pub amount: i64,
+    pub currency: String,
+    /// The attempt's status: pending, requires_action, approved, declined, superseded.
+    pub attempt_status: String,
+    pub failure_code: Option<String>,
+    pub failure_message: Option<String>,
+    pub created: i64,
+    pub payment_method: String,
+    pub card_brand: String,
+    pub card_last4: String,
+    pub card_exp_month: i16,
+    pub card_exp_year: i16,
+    pub card_fingerprint: String,
+    /// The intent's totals; they belong to this charge when it is the
+    /// intent's latest charge.
+    pub is_latest: bool,
+    pub amount_received: i64,
+    pub amount_refunded: i64,
+    pub customer: Option<String>,
+    pub description: Option<String>,
+    pub metadata: serde_json::Value,
+}
+
+pub async fn find(
+    executor: impl PgExecutor<'_>,
+    id: ChargeId,
+    merchant: MerchantId,
+    livemode: bool,
+) -> anyhow::Result<Option<ChargeView>> {
+    let row = sqlx::query(
+        "select a.charge_id, a.payment_intent_id, i.livemode, a.amount, a.currency, a.status,
+                a.failure_code, a.failure_message, a.created, a.payment_method_id,
+                m.brand, m.last4, m.exp_month, m.exp_year, m.fingerprint,
+                i.latest_charge_id is not distinct from a.charge_id as is_latest,
+                i.amount_received, i.amount_refunded, i.customer_id, i.description, i.metadata
+         from payment_attempts a
+         join payment_intents i on i.id = a.payment_intent_id
+         join payment_methods m on m.id = a.payment_method_id
+         where a.charge_id = $1 and a.merchant_id = $2 and i.livemode = $3",
+    )
+    .bind(id.to_string())
+    .bind(merchant.to_string())
+    .bind(livemode)
+    .fetch_optional(executor)
+    .await?;
+    let Some(row) = row else {
+        return Ok(None);
+    };
+    Ok(Some(ChargeView {
+        id: row.try_get("charge_id")?,
+        payment_intent: row.try_get("payment_intent_id")?,
+        livemode: row.try_get("livemode")?,
+        amount: row.try_get("amount")?,
+        currency: row.try_get("currency")?,
+        attempt_status: row.try_get("status")?,
+        failure_code: row.try_get("failure_code")?,
+        failure_message: row.try_get("failure_message")?,
+        created: row.try_get("created")?,
+        payment_method: row.try_get("payment_method_id")?,
+        card_brand: row.try_get("brand")?,
+        card_last4: row.try_get("last4")?,
+        card_exp_month: row.try_get("exp_month")?,
+        card_exp_year: row.try_get("exp_year")?,
+        card_fingerprint: row.try_get("fingerprint")?,
+        is_latest: row.try_get("is_latest")?,
+        amount_received: row.try_get("amount_received")?,
+        amount_refunded: row.try_get("amount_refunded")?,
+        customer: row.try_get("customer_id")?,
+        description: row.try_get("description")?,
+        metadata: row.try_get("metadata")?,
+    }))
+}
+
+/// The intent a charge belongs to, for refunds by `charge`.
+pub async fn payment_intent_of(
+    executor: impl PgExecutor<'_>,
+    id: ChargeId,
+    merchant: MerchantId,
+) -> anyhow::Result<Option<String>> {
+    Ok(sqlx::query_scalar(
+        "select payment_intent_id from payment_attempts where charge_id = $1 and merchant_id = $2",
+    )
+    .bind(id.to_string())
+    .bind(merchant.to_string())
+    .fetch_optional(executor)
+    .await?)
+}
