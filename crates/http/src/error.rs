@@ -47,6 +47,8 @@ pub struct ApiError {
     /// (128 bytes), so every `Result<_, ApiError>` in handlers passes clippy.
     pub payment_intent: Option<Box<Value>>,
     pub should_retry: Option<bool>,
+    /// Sent as `Retry-After` (seconds), e.g. on 429.
+    pub retry_after_seconds: Option<u32>,
 }
 
 impl ApiError {
@@ -60,7 +62,14 @@ impl ApiError {
             decline_code: None,
             payment_intent: None,
             should_retry: None,
+            retry_after_seconds: None,
         }
+    }
+
+    /// When the client may try again (`Retry-After`), in whole seconds.
+    pub fn with_retry_after(mut self, seconds: u32) -> Self {
+        self.retry_after_seconds = Some(seconds);
+        self
     }
 
     pub fn with_code(mut self, code: &str) -> Self {
@@ -273,6 +282,9 @@ impl IntoResponse for ApiError {
                 SHOULD_RETRY_HEADER,
                 HeaderValue::from_static(if retry { "true" } else { "false" }),
             );
+        }
+        if let Some(seconds) = self.retry_after_seconds {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
         if self.status == StatusCode::UNAUTHORIZED {
             headers.insert(

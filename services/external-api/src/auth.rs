@@ -6,6 +6,7 @@ use http::request::Parts;
 use snakepay_http::{ApiError, require_api_key};
 use snakepay_store::merchants::{self, AuthContext, AuthError, KeyKind};
 
+use crate::rate_limit::retry_after_seconds;
 use crate::state::AppState;
 
 /// An authenticated request.
@@ -40,7 +41,17 @@ impl FromRequestParts<AppState> for Auth {
         match merchants::authenticate(state.store.control(), &state.hasher, state.region, &key)
             .await
         {
-            Ok(context) => Ok(Auth(context)),
+            Ok(context) => {
+                // Authenticate, then rate-limit, then parse (API.md): a
+                // limited request is refused before any work.
+                state
+                    .rate_limits
+                    .check(&context.key_id, context.livemode)
+                    .map_err(|wait| {
+                        ApiError::rate_limited().with_retry_after(retry_after_seconds(wait))
+                    })?;
+                Ok(Auth(context))
+            }
             Err(AuthError::Invalid) => Err(ApiError::unauthorized(format!(
                 "Invalid API Key provided: {}",
                 redact(&key)

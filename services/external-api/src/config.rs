@@ -1,5 +1,7 @@
 //! The External API's configuration: the shared sections plus its own.
 
+use std::num::NonZeroU32;
+
 use serde::Deserialize;
 use snakepay_config::sections::{
     ApiKeysConfig, DatabaseConfig, HttpConfig, RegionConfig, TelemetryConfig, VaultConfig,
@@ -30,6 +32,20 @@ pub struct ExternalApiSection {
     /// elsewhere is told where to go.
     #[serde(default)]
     pub other_regions: Vec<RegionDirectoryEntry>,
+    /// Requests per second per live-mode API key (Stripe's default: 100).
+    #[serde(default = "default_live_rate")]
+    pub rate_limit_live_per_second: NonZeroU32,
+    /// Requests per second per test-mode API key (Stripe's default: 25).
+    #[serde(default = "default_test_rate")]
+    pub rate_limit_test_per_second: NonZeroU32,
+}
+
+fn default_live_rate() -> NonZeroU32 {
+    NonZeroU32::new(100).unwrap_or(NonZeroU32::MIN)
+}
+
+fn default_test_rate() -> NonZeroU32 {
+    NonZeroU32::new(25).unwrap_or(NonZeroU32::MIN)
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -5,7 +5,8 @@
 //!
 //! - [`config`]: `ExternalApiConfig`, the sections this service reads.
 //! - `state.rs`: what handlers share (store, key hasher, vault, region).
-//! - `auth.rs`: the `Auth` extractor (API keys → merchant, mode, key kind).
+//! - `auth.rs`: the `Auth` extractor (API keys → merchant, mode, key kind),
+//!   then the key's rate limit (`rate_limit.rs`), before any parameter is read.
 //! - `idempotent.rs`: POSTs under Stripe's idempotency rules, the response
 //!   stored in the same transaction as the change.
 //! - `cards.rs`: tokenizing card details into the vault.
@@ -23,6 +24,7 @@ mod cards;
 mod idempotent;
 mod objects;
 mod openapi;
+mod rate_limit;
 mod routes;
 mod state;
 
@@ -42,7 +44,7 @@ use state::{AppState, Inner};
 /// How often expired idempotency keys are deleted.
 const REAPER_INTERVAL: Duration = Duration::from_secs(15 * 60);
 
-fn app(config: &ExternalApiConfig) -> anyhow::Result<(axum::Router, Store)> {
+fn app(config: &ExternalApiConfig) -> anyhow::Result<(axum::Router, AppState)> {
     let store = Store::connect_lazy(&config.database)?;
     let vault =
         Vault::load(&FileKeyProvider::new(&config.vault.key_ring_path)).with_context(|| {
@@ -57,6 +59,10 @@ fn app(config: &ExternalApiConfig) -> anyhow::Result<(axum::Router, Store)> {
         vault,
         region: RegionNumber(config.region.number),
         other_regions: config.external_api.other_regions.clone(),
+        rate_limits: rate_limit::RateLimits::new(
+            config.external_api.rate_limit_live_per_second,
+            config.external_api.rate_limit_test_per_second,
+        ),
     }));
     let readiness_store = store.clone();
     let checks = vec![ReadinessCheck::new("postgres", move || {
@@ -69,7 +75,7 @@ fn app(config: &ExternalApiConfig) -> anyhow::Result<(axum::Router, Store)> {
         }
     })];
     let routes = routes::router()
-        .with_state(state)
+        .with_state(state.clone())
         .merge(health_routes(checks));
     let http = &config.external_api.http;
     let limits = EdgeLimits {
@@ -77,16 +83,18 @@ fn app(config: &ExternalApiConfig) -> anyhow::Result<(axum::Router, Store)> {
         request_timeout: Duration::from_millis(http.request_timeout_ms),
         path_prefix: config.external_api.path_prefix.clone(),
     };
-    Ok((stripe_edge(routes, limits), store))
+    Ok((stripe_edge(routes, limits), state))
 }
 
-/// Deletes idempotency keys past their retention, on every shard.
-fn spawn_reaper(store: Store) {
+/// Deletes idempotency keys past their retention, on every shard, and lets
+/// the rate limiter forget idle keys.
+fn spawn_reaper(state: AppState) {
     tokio::spawn(async move {
         let mut interval = tokio::time::interval(REAPER_INTERVAL);
         loop {
             interval.tick().await;
-            for (shard, pool) in store.shards() {
+            state.rate_limits.forget_idle();
+            for (shard, pool) in state.store.shards() {
                 match snakepay_store::idempotency::reap(pool).await {
                     Ok(0) => {}
                     Ok(count) => tracing::info!(
@@ -105,8 +113,8 @@ fn spawn_reaper(store: Store) {
 
 /// Serves in the background; for tests and embedding.
 pub async fn start(config: &ExternalApiConfig) -> anyhow::Result<ServerHandle> {
-    let (app, store) = app(config)?;
-    spawn_reaper(store);
+    let (app, state) = app(config)?;
+    spawn_reaper(state);
     let grace = Duration::from_millis(config.external_api.http.shutdown_grace_ms);
     Ok(snakepay_http::spawn(config.external_api.http.listen_addr, app, grace).await?)
 }
@@ -114,8 +122,9 @@ pub async fn start(config: &ExternalApiConfig) -> anyhow::Result<ServerHandle> {
 /// Serves until SIGTERM or SIGINT, then drains in-flight requests.
 pub async fn run(config: ExternalApiConfig) -> anyhow::Result<()> {
     init_logging(&config);
-    let (app, store) = app(&config)?;
-    spawn_reaper(store.clone());
+    let (app, state) = app(&config)?;
+    let store = state.store.clone();
+    spawn_reaper(state);
     let listener = tokio::net::TcpListener::bind(config.external_api.http.listen_addr)
         .await
         .with_context(|| format!("binding {}", config.external_api.http.listen_addr))?;

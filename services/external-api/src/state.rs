@@ -10,6 +10,7 @@ use snakepay_vault::Vault;
 use sqlx::PgPool;
 
 use crate::config::RegionDirectoryEntry;
+use crate::rate_limit::RateLimits;
 
 #[derive(Clone)]
 pub struct AppState(pub Arc<Inner>);
@@ -20,6 +21,7 @@ pub struct Inner {
     pub vault: Vault,
     pub region: RegionNumber,
     pub other_regions: Vec<RegionDirectoryEntry>,
+    pub rate_limits: RateLimits,
 }
 
 impl std::ops::Deref for AppState {

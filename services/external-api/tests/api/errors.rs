@@ -350,3 +350,92 @@ async fn the_same_key_with_a_running_first_request_gets_409_and_a_mismatch_400()
     assert_eq!(mismatch.error("type"), "idempotency_error");
     assert!(mismatch.error("message").as_str().is_some());
 }
+
+#[tokio::test]
+async fn a_key_over_its_rate_gets_429_with_retry_after_and_other_keys_do_not() {
+    let api = TestApi::start_with("rate_limit_test_per_second = 3").await;
+    let m = api.merchant().await;
+    let replies = futures_util::future::join_all(
+        (0..10).map(|_| api.get(&m.secret_key, "/v1/payment_intents")),
+    )
+    .await;
+    let limited: Vec<_> = replies.iter().filter(|r| r.status == 429).collect();
+    assert!(
+        !limited.is_empty() && limited.len() <= 7,
+        "{} limited",
+        limited.len()
+    );
+    let reply = limited[0];
+    assert_eq!(reply.error("type"), "invalid_request_error");
+    assert_eq!(reply.error("code"), "rate_limit");
+    let retry_after: u64 = reply.header("retry-after").unwrap().parse().unwrap();
+    assert!((1..=2).contains(&retry_after), "{retry_after}");
+    assert_eq!(reply.header("stripe-should-retry"), Some("false"));
+    // Another merchant's key has its own quota.
+    let other = api.merchant().await;
+    assert_eq!(
+        api.get(&other.secret_key, "/v1/payment_intents")
+            .await
+            .status,
+        200
+    );
+    // Nothing of a limited POST is stored: after waiting, the key is free.
+    tokio::time::sleep(std::time::Duration::from_millis(1_100)).await;
+    let created = api
+        .post(&m.secret_key, "/v1/customers", &[], Some("after-limit"))
+        .await;
+    assert_eq!(created.status, 200);
+}
+
+#[tokio::test]
+async fn a_database_failure_is_a_500_api_error_that_reveals_nothing() {
+    let api = TestApi::start().await;
+    let m = api.merchant().await;
+    // Drop the merchant's shard database from under the running service.
+    let shard_url = api.db.shard_urls()[usize::from(m.id.shard().0)].clone();
+    let (server, name) = shard_url.rsplit_once('/').unwrap();
+    let mut admin =
+        <sqlx::PgConnection as sqlx::Connection>::connect(&format!("{server}/postgres"))
+            .await
+            .unwrap();
+    sqlx::query(&format!("drop database {name} with (force)"))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+
+    let reply = api.get(&m.secret_key, "/v1/payment_intents").await;
+    assert_eq!(reply.status, 500, "{}", reply.body);
+    assert_eq!(reply.error("type"), "api_error");
+    let message = reply.error("message").as_str().unwrap().to_owned();
+    assert!(
+        !message.contains(name) && !message.contains("database"),
+        "{message}"
+    );
+    assert!(reply.header("request-id").is_some());
+}
+
+#[tokio::test]
+async fn an_unknown_setting_in_the_services_own_section_is_refused() {
+    let toml = r#"
+        [region]
+        code = "eu-1"
+        number = 1
+        public_api_url = "http://127.0.0.1"
+        [database]
+        control_url = "postgres://localhost/c"
+        shard_urls = ["postgres://localhost/s"]
+        [api_keys]
+        hash_secret_base64 = "c25ha2VwYXktbG9jYWwtZGV2ZWxvcG1lbnQtb25seS1rZXktaGFzaC1zZWNyZXQ="
+        [vault]
+        key_ring_path = "/tmp/none.json"
+        [external_api]
+        listen_addr = "127.0.0.1:0"
+        rate_limit_tset_per_second = 5
+    "#;
+    let error = snakepay_config::from_toml_str::<snakepay_external_api::ExternalApiConfig>(toml)
+        .unwrap_err();
+    assert!(
+        error.to_string().contains("rate_limit_tset_per_second"),
+        "{error}"
+    );
+}

@@ -46,6 +46,12 @@ impl Reply {
 
 impl TestApi {
     pub async fn start() -> TestApi {
+        // Generous limits: tests fire bursts from one key on purpose.
+        TestApi::start_with("rate_limit_test_per_second = 100000").await
+    }
+
+    /// Starts with extra `[external_api]` settings (TOML lines).
+    pub async fn start_with(external_api_settings: &str) -> TestApi {
         let db = testing::fresh(2).await.unwrap();
         let dir = tempfile::tempdir().unwrap();
         let key_ring = dir.path().join("keyring.json");
@@ -71,6 +77,7 @@ impl TestApi {
             key_ring_path = "{key_ring}"
             [external_api]
             listen_addr = "127.0.0.1:0"
+            {external_api_settings}
             [[external_api.other_regions]]
             code = "us-1"
             number = 2

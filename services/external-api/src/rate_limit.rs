@@ -1,0 +1,85 @@
+//! Per-API-key rate limits, answered with 429 and `Retry-After` (API.md).
+//!
+//! This limiter lives in the instance (GCRA, by the governor crate), so with
+//! N instances a key gets up to N times its quota. It is also the fallback
+//! the distributed Redis limiter will use when Redis is unreachable.
+
+use std::num::NonZeroU32;
+use std::time::Duration;
+
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+
+/// Live and test keys have separate quotas, as on Stripe (100 and 25 per
+/// second by default).
+pub struct RateLimits {
+    live: DefaultKeyedRateLimiter<String>,
+    test: DefaultKeyedRateLimiter<String>,
+    clock: DefaultClock,
+}
+
+impl std::fmt::Debug for RateLimits {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RateLimits")
+    }
+}
+
+impl RateLimits {
+    pub fn new(live_per_second: NonZeroU32, test_per_second: NonZeroU32) -> RateLimits {
+        RateLimits {
+            live: RateLimiter::keyed(Quota::per_second(live_per_second)),
+            test: RateLimiter::keyed(Quota::per_second(test_per_second)),
+            clock: DefaultClock::default(),
+        }
+    }
+
+    /// `Ok` if the key may make a request now, else how long to wait.
+    pub fn check(&self, key_id: &str, livemode: bool) -> Result<(), Duration> {
+        let limiter = if livemode { &self.live } else { &self.test };
+        limiter
+            .check_key(&key_id.to_owned())
+            .map_err(|not_until| not_until.wait_time_from(self.clock.now()))
+    }
+
+    /// Forgets keys that have been quiet long enough to be back at full
+    /// quota, so the table does not grow with every key ever seen.
+    pub fn forget_idle(&self) {
+        self.live.retain_recent();
+        self.test.retain_recent();
+    }
+}
+
+/// Whole seconds to announce in `Retry-After`: at least one, rounded up.
+pub fn retry_after_seconds(wait: Duration) -> u32 {
+    let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    u32::try_from(seconds.max(1)).unwrap_or(u32::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_key_is_limited_to_its_quota_and_keys_are_independent() {
+        let limits = RateLimits::new(NonZeroU32::new(100).unwrap(), NonZeroU32::new(3).unwrap());
+        for _ in 0..3 {
+            assert!(limits.check("key_a", false).is_ok());
+        }
+        assert!(limits.check("key_a", false).is_err());
+        assert!(
+            limits.check("key_b", false).is_ok(),
+            "another key has its own quota"
+        );
+        assert!(
+            limits.check("key_a", true).is_ok(),
+            "live mode has its own quota"
+        );
+    }
+
+    #[test]
+    fn retry_after_rounds_up_to_whole_seconds() {
+        assert_eq!(retry_after_seconds(Duration::from_millis(1)), 1);
+        assert_eq!(retry_after_seconds(Duration::from_millis(1_001)), 2);
+        assert_eq!(retry_after_seconds(Duration::ZERO), 1);
+    }
+}
