@@ -33,8 +33,10 @@ export interface DatabaseSizing {
 export interface RegionConfig {
   /** AWS region name, e.g. 'eu-west-1'. */
   readonly region: string;
-  /** Short code that Snakepay IDs carry (DESIGN.md §4), e.g. 'eu1'. */
+  /** The region's short code, e.g. 'eu1' (`region.code` in the services' config). */
   readonly code: string;
+  /** The region number every Snakepay ID carries (DESIGN.md §4); unique, 0–255. */
+  readonly number: number;
   readonly vpcCidr: string;
   /** Number of shard databases (payments, ledger) in this region; the control DB is extra. */
   readonly shardCount: number;
@@ -106,6 +108,7 @@ export const DEFAULT_CONFIG: GlobalConfig = {
     {
       region: 'eu-west-1',
       code: 'eu1',
+      number: 1,
       vpcCidr: '10.10.0.0/16',
       shardCount: 2,
       controlDb: { instanceClass: 'r7g.large', readers: 1 },
@@ -122,6 +125,7 @@ export const DEFAULT_CONFIG: GlobalConfig = {
     {
       region: 'us-east-2',
       code: 'us1',
+      number: 2,
       vpcCidr: '10.20.0.0/16',
       shardCount: 2,
       controlDb: { instanceClass: 'r7g.large', readers: 1 },

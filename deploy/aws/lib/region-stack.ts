@@ -366,12 +366,14 @@ export class RegionStack extends Stack {
     const dbUrl = (c: rds.DatabaseCluster, user: string) => `postgres://${user}@${c.clusterEndpoint.hostname}:${PG_PORT}/snakepay?sslmode=verify-full`;
     const commonEnv = (user: string): Record<string, string> => ({
       SNAKEPAY_REGION__CODE: r.code,
-      SNAKEPAY_HTTP__LISTEN_ADDR: `0.0.0.0:${HTTP_PORT}`,
+      SNAKEPAY_REGION__NUMBER: String(r.number),
+      SNAKEPAY_REGION__PUBLIC_API_URL: `https://${regionalApiName}`,
       SNAKEPAY_TELEMETRY__OTLP_ENDPOINT: 'http://127.0.0.1:4317',
       SNAKEPAY_TELEMETRY__METRICS_ADDR: `0.0.0.0:${METRICS_PORT}`,
       SNAKEPAY_TELEMETRY__LOG_FORMAT: 'json',
       SNAKEPAY_DATABASE__CONTROL_URL: dbUrl(this.controlCluster, user),
-      SNAKEPAY_DATABASE__SHARD_URLS: this.shardClusters.map((c) => dbUrl(c, user)).join(','),
+      // A list in the config's value syntax: ["url0", "url1"], shard N at index N.
+      SNAKEPAY_DATABASE__SHARD_URLS: `[${this.shardClusters.map((c) => `"${dbUrl(c, user)}"`).join(', ')}]`,
       SNAKEPAY_DATABASE__IAM_AUTH: 'true',
     });
     const otelConfig = [
@@ -410,6 +412,8 @@ export class RegionStack extends Stack {
       });
       const repo = ecr.Repository.fromRepositoryName(this, `${pascal(name)}Repo`, repositoryName(name));
       const env = commonEnv(dbUser);
+      // Each service reads its listener from its own section, e.g. [external_api].
+      env[`SNAKEPAY_${name.toUpperCase().replace(/-/g, '_')}__LISTEN_ADDR`] = `0.0.0.0:${HTTP_PORT}`;
       const secrets: Record<string, ecs.Secret> = {};
       if (a.redis) {
         env.SNAKEPAY_REDIS__URL = `rediss://${redis.attrPrimaryEndPointAddress}:${REDIS_PORT}`;
@@ -421,7 +425,7 @@ export class RegionStack extends Stack {
       }
       if (a.cardKey !== 'none') env.SNAKEPAY_VAULT__KMS_KEY_ARN = this.cardDataKey.keyArn;
       if (name === 'external-api' || name === 'integration') secrets.SNAKEPAY_VAULT__FINGERPRINT_KEY = ecs.Secret.fromSecretsManager(fingerprintSecret);
-      if (name === 'external-api' || name === 'internal-api' || name === 'admin') secrets.SNAKEPAY_API_KEYS__PEPPER = ecs.Secret.fromSecretsManager(apiKeyPepper);
+      if (name === 'external-api' || name === 'internal-api' || name === 'admin') secrets.SNAKEPAY_API_KEYS__HASH_SECRET_BASE64 = ecs.Secret.fromSecretsManager(apiKeyPepper);
       if (name === 'internal-api' || name === 'admin') secrets.SNAKEPAY_STAFF__TOKEN_KEY = ecs.Secret.fromSecretsManager(staffTokenKey);
       if (name === 'admin') {
         // Migrations create the per-service roles, so the one-off admin task holds the master secrets.

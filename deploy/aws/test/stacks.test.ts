@@ -157,7 +157,7 @@ describe('Snakepay AWS deployment', () => {
           assert.equal(c.ReadonlyRootFilesystem, true, `${c.Name} read-only root`);
           assert.ok(c.User && !c.User.startsWith('0'), `${c.Name} non-root`);
           assert.equal(c.LogConfiguration.LogDriver, 'awslogs');
-          assert.ok(!(c.Environment ?? []).some((e: any) => /PASSWORD|TOKEN_KEY|PEPPER|FINGERPRINT/.test(e.Name)), 'secrets only via Secrets Manager');
+          assert.ok(!(c.Environment ?? []).some((e: any) => /PASSWORD|TOKEN_KEY|HASH_SECRET|FINGERPRINT/.test(e.Name)), 'secrets only via Secrets Manager');
         }
       }
     }

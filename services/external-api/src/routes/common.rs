@@ -103,6 +103,24 @@ pub fn list_query(params: &mut ParamReader) -> Result<ListQuery, ApiError> {
     Ok(query)
 }
 
+/// Checks that a list's cursors are IDs of `K` the caller could own.
+pub fn check_cursors<K: IdKind>(
+    state: &AppState,
+    auth: &Auth,
+    query: &ListQuery,
+    object: &str,
+) -> Result<(), ApiError> {
+    for (cursor, param) in [
+        (&query.starting_after, "starting_after"),
+        (&query.ending_before, "ending_before"),
+    ] {
+        if let Some(cursor) = cursor {
+            owned_id::<K>(state, auth, cursor, object, param)?;
+        }
+    }
+    Ok(())
+}
+
 fn parse_timestamp(text: &str, path: &str) -> Result<i64, ApiError> {
     text.parse().map_err(|_| {
         ApiError::parameter_invalid(

@@ -69,14 +69,7 @@ async fn list(
             ));
         }
     }
-    for (cursor, param) in [
-        (&query.starting_after, "starting_after"),
-        (&query.ending_before, "ending_before"),
-    ] {
-        if let Some(cursor) = cursor {
-            owned_id::<EventKind>(&state, &auth, cursor, "event", param)?;
-        }
-    }
+    common::check_cursors::<EventKind>(&state, &auth, &query, "event")?;
     let pool = state.shard(auth.0.shard())?;
     let page = events::list(pool, auth.0.merchant_id, auth.0.livemode, &types, &query)
         .await

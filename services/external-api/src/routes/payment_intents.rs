@@ -912,14 +912,7 @@ async fn list(
         .map(|text| owned_id::<CustomerKind>(&state, &auth, &text, "customer", "customer"))
         .transpose()?;
     reader.finish()?;
-    for (cursor, param) in [
-        (&query.starting_after, "starting_after"),
-        (&query.ending_before, "ending_before"),
-    ] {
-        if let Some(cursor) = cursor {
-            owned_id::<PaymentIntentKind>(&state, &auth, cursor, OBJECT, param)?;
-        }
-    }
+    common::check_cursors::<PaymentIntentKind>(&state, &auth, &query, OBJECT)?;
     let pool = state.shard(auth.0.shard())?;
     let page = intents::list(pool, auth.0.merchant_id, auth.0.livemode, customer, &query)
         .await

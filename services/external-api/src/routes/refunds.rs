@@ -200,14 +200,7 @@ async fn list(
         })
         .transpose()?;
     reader.finish()?;
-    for (cursor, param) in [
-        (&query.starting_after, "starting_after"),
-        (&query.ending_before, "ending_before"),
-    ] {
-        if let Some(cursor) = cursor {
-            owned_id::<RefundKind>(&state, &auth, cursor, "refund", param)?;
-        }
-    }
+    common::check_cursors::<RefundKind>(&state, &auth, &query, "refund")?;
     let pool = state.shard(auth.0.shard())?;
     let page = refunds::list(pool, auth.0.merchant_id, auth.0.livemode, intent, &query)
         .await

@@ -340,14 +340,7 @@ async fn list(
     let query = common::list_query(&mut reader)?;
     common::expansions(&mut reader, &[])?;
     reader.finish()?;
-    for (cursor, param) in [
-        (&query.starting_after, "starting_after"),
-        (&query.ending_before, "ending_before"),
-    ] {
-        if let Some(cursor) = cursor {
-            owned_id::<WebhookEndpointKind>(&state, &auth, cursor, OBJECT, param)?;
-        }
-    }
+    common::check_cursors::<WebhookEndpointKind>(&state, &auth, &query, OBJECT)?;
     let pool = state.shard(auth.0.shard())?;
     let page = webhook_endpoints::list(pool, auth.0.merchant_id, auth.0.livemode, &query)
         .await
