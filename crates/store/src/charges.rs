@@ -84,17 +84,22 @@ pub async fn find(
     }))
 }
 
-/// The intent a charge belongs to, for refunds by `charge`.
+/// The intent whose latest (successful or current) charge this is, for
+/// refunds by `charge`. An earlier, failed charge of the same intent is not
+/// refundable and is not found.
 pub async fn payment_intent_of(
     executor: impl PgExecutor<'_>,
     id: ChargeId,
     merchant: MerchantId,
+    livemode: bool,
 ) -> anyhow::Result<Option<String>> {
     Ok(sqlx::query_scalar(
-        "select payment_intent_id from payment_attempts where charge_id = $1 and merchant_id = $2",
+        "select i.id from payment_intents i
+         where i.latest_charge_id = $1 and i.merchant_id = $2 and i.livemode = $3",
     )
     .bind(id.to_string())
     .bind(merchant.to_string())
+    .bind(livemode)
     .fetch_optional(executor)
     .await?)
 }

@@ -112,43 +112,115 @@ pub async fn claim(pool: &PgPool, claim: &Claim<'_>) -> Result<ClaimOutcome, sql
     Ok(ClaimOutcome::InUse)
 }
 
+/// The request no longer owns the key: another request took it over after
+/// the lock timed out, or a response is already stored (an earlier commit
+/// that the caller saw fail). The caller must not commit its change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the idempotency key is no longer held by this request")]
+pub struct KeyNotHeld;
+
 /// Stores the response in the caller's transaction (with the state change).
+/// Fenced: it succeeds only while `request_id` still holds the key and no
+/// response is stored, so a request that lost its claim rolls back.
 pub async fn complete(
     tx: &mut Transaction<'_, Postgres>,
-    merchant: MerchantId,
-    livemode: bool,
-    key: &str,
+    owner: &Claim<'_>,
     status: u16,
     body: &[u8],
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "update idempotency_keys set response_status = $4, response_body = $5, locked_at = null,
+) -> anyhow::Result<()> {
+    let updated = sqlx::query(
+        "update idempotency_keys set response_status = $5, response_body = $6, locked_at = null,
              recovery_point = 'finished'
-         where merchant_id = $1 and livemode = $2 and key = $3",
+         where merchant_id = $1 and livemode = $2 and key = $3 and request_id = $4
+           and response_status is null",
     )
-    .bind(merchant.to_string())
-    .bind(livemode)
-    .bind(key)
+    .bind(owner.merchant_id.to_string())
+    .bind(owner.livemode)
+    .bind(owner.key)
+    .bind(owner.request_id)
     .bind(i32::from(status))
     .bind(body)
     .execute(&mut **tx)
     .await?;
+    if updated.rows_affected() != 1 {
+        return Err(KeyNotHeld.into());
+    }
     Ok(())
 }
 
+/// What became of a key after its request failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AfterFailure {
+    /// The failure response was stored under the key.
+    Stored,
+    /// A response was already stored (the change did commit): replay it.
+    Replay(StoredResponse),
+    /// Another request holds the key now.
+    NotHeld,
+}
+
 /// Stores the response of a request that changed nothing (an error found
-/// after execution began).
+/// after execution began), unless the key already has an answer.
 pub async fn complete_unchanged(
     pool: &PgPool,
-    merchant: MerchantId,
-    livemode: bool,
-    key: &str,
+    owner: &Claim<'_>,
     status: u16,
     body: &[u8],
-) -> Result<(), sqlx::Error> {
+) -> anyhow::Result<AfterFailure> {
     let mut tx = pool.begin().await?;
-    complete(&mut tx, merchant, livemode, key, status, body).await?;
-    tx.commit().await
+    match complete(&mut tx, owner, status, body).await {
+        Ok(()) => {
+            tx.commit().await?;
+            Ok(AfterFailure::Stored)
+        }
+        Err(error) if error.is::<KeyNotHeld>() => {
+            drop(tx);
+            Ok(match stored_response(pool, owner).await? {
+                Some(stored) => AfterFailure::Replay(stored),
+                None => AfterFailure::NotHeld,
+            })
+        }
+        Err(error) => Err(error),
+    }
+}
+
+/// Gives the key up without an answer: for failures before anything was
+/// executed (no transaction could even start), so a retry may execute.
+pub async fn release(pool: &PgPool, owner: &Claim<'_>) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "delete from idempotency_keys
+         where merchant_id = $1 and livemode = $2 and key = $3 and request_id = $4 and response_status is null",
+    )
+    .bind(owner.merchant_id.to_string())
+    .bind(owner.livemode)
+    .bind(owner.key)
+    .bind(owner.request_id)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+async fn stored_response(
+    pool: &PgPool,
+    owner: &Claim<'_>,
+) -> Result<Option<StoredResponse>, sqlx::Error> {
+    let row: Option<(Option<i32>, Option<Vec<u8>>, String)> = sqlx::query_as(
+        "select response_status, response_body, request_id from idempotency_keys
+         where merchant_id = $1 and livemode = $2 and key = $3",
+    )
+    .bind(owner.merchant_id.to_string())
+    .bind(owner.livemode)
+    .bind(owner.key)
+    .fetch_optional(pool)
+    .await?;
+    Ok(match row {
+        Some((Some(status), Some(body), request_id)) => Some(StoredResponse {
+            status: u16::try_from(status).unwrap_or(500),
+            body,
+            request_id,
+        }),
+        _ => None,
+    })
 }
 
 /// Deletes keys older than [`RETENTION_HOURS`]; returns how many.

@@ -475,6 +475,8 @@ pub struct CardSummaryRow {
     pub exp_month: i16,
     pub exp_year: i16,
     pub fingerprint: String,
+    /// The customer the card is saved to, if any.
+    pub customer: Option<String>,
 }
 
 pub async fn find_card(
@@ -483,8 +485,8 @@ pub async fn find_card(
     merchant: MerchantId,
     livemode: bool,
 ) -> anyhow::Result<Option<CardSummaryRow>> {
-    let row: Option<(String, String, i16, i16, String)> = sqlx::query_as(
-        "select brand, last4, exp_month, exp_year, fingerprint from payment_methods
+    let row: Option<(String, String, i16, i16, String, Option<String>)> = sqlx::query_as(
+        "select brand, last4, exp_month, exp_year, fingerprint, customer_id from payment_methods
          where id = $1 and merchant_id = $2 and livemode = $3",
     )
     .bind(id.to_string())
@@ -493,13 +495,14 @@ pub async fn find_card(
     .fetch_optional(executor)
     .await?;
     Ok(row.map(
-        |(brand, last4, exp_month, exp_year, fingerprint)| CardSummaryRow {
+        |(brand, last4, exp_month, exp_year, fingerprint, customer)| CardSummaryRow {
             id,
             brand,
             last4,
             exp_month,
             exp_year,
             fingerprint,
+            customer,
         },
     ))
 }

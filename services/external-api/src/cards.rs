@@ -75,16 +75,24 @@ fn card_error(error: CardError, param: &str) -> ApiError {
     .with_param(param)
 }
 
-/// Parses, checks and seals a card for `merchant`. `now` decides expiry.
-pub fn tokenize(
-    vault: &Vault,
-    id: PaymentMethodId,
-    merchant: MerchantId,
-    livemode: bool,
-    customer: Option<CustomerId>,
-    input: &CardInput,
-    now: i64,
-) -> Result<CardRecord, ApiError> {
+/// A card that passed every check, not yet sealed. Its number and CVC are
+/// the vault's zeroized types.
+pub struct ParsedCard {
+    pan: Pan,
+    expiry: Expiry,
+    cvc: Option<Cvc>,
+}
+
+impl std::fmt::Debug for ParsedCard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ParsedCard({:?})", self.pan)
+    }
+}
+
+/// Checks card details: number, expiry (at `now`), CVC, and no test cards in
+/// live mode. Runs before the idempotency key is claimed, so a mistyped
+/// card is a validation error that is not stored (API.md).
+pub fn parse(input: &CardInput, livemode: bool, now: i64) -> Result<ParsedCard, ApiError> {
     const PARAM: &str = "payment_method_data[card]";
     let pan = Pan::parse(&input.number).map_err(|e| card_error(e, &format!("{PARAM}[number]")))?;
     let month = u32::try_from(input.exp_month).map_err(|_| {
@@ -127,14 +135,30 @@ pub fn tokenize(
         .map(|text| Cvc::parse_for_brand(text, pan.brand()))
         .transpose()
         .map_err(|e| card_error(e, &format!("{PARAM}[cvc]")))?;
+    Ok(ParsedCard { pan, expiry, cvc })
+}
+
+/// Seals a checked card for `merchant` as payment method `id`.
+pub fn seal(
+    vault: &Vault,
+    id: PaymentMethodId,
+    merchant: MerchantId,
+    livemode: bool,
+    customer: Option<CustomerId>,
+    card: &ParsedCard,
+    now: i64,
+) -> Result<CardRecord, ApiError> {
     // The record's ID is bound into the ciphertext: it cannot be moved to
     // another payment method.
     let aad = id.to_string();
     let internal = |e: snakepay_vault::VaultError| {
         ApiError::internal(&anyhow::anyhow!("sealing card data: {e}"))
     };
-    let sealed_pan = vault.seal_pan(&pan, aad.as_bytes()).map_err(internal)?;
-    let sealed_cvc = cvc
+    let sealed_pan = vault
+        .seal_pan(&card.pan, aad.as_bytes())
+        .map_err(internal)?;
+    let sealed_cvc = card
+        .cvc
         .as_ref()
         .map(|c| vault.seal_cvc(c, aad.as_bytes()))
         .transpose()
@@ -144,12 +168,12 @@ pub fn tokenize(
         merchant_id: merchant,
         livemode,
         customer,
-        brand: pan.brand().as_str().to_owned(),
-        first6: pan.first6().to_owned(),
-        last4: pan.last4().to_owned(),
-        exp_month: i16::from(expiry.month()),
-        exp_year: i16::try_from(expiry.year()).unwrap_or(i16::MAX),
-        fingerprint: vault.fingerprint(&pan).to_string(),
+        brand: card.pan.brand().as_str().to_owned(),
+        first6: card.pan.first6().to_owned(),
+        last4: card.pan.last4().to_owned(),
+        exp_month: i16::from(card.expiry.month()),
+        exp_year: i16::try_from(card.expiry.year()).unwrap_or(i16::MAX),
+        fingerprint: vault.fingerprint(&card.pan).to_string(),
         pan: columns(sealed_pan),
         cvc: sealed_cvc.map(columns),
         created: now,

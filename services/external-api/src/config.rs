@@ -64,6 +64,16 @@ impl Validate for ExternalApiConfig {
         self.vault.validate("vault")?;
         self.telemetry.validate("telemetry")?;
         self.external_api.http.validate("external_api")?;
+        // A request still running must never have its idempotency key taken
+        // over by a retry: the key's lock must outlive the request timeout.
+        let lock_ms =
+            u64::try_from(snakepay_store::idempotency::LOCK_TIMEOUT_SECONDS).unwrap_or(0) * 1_000;
+        if self.external_api.http.request_timeout_ms >= lock_ms {
+            return Err(ConfigError::invalid(
+                key("external_api", "request_timeout_ms"),
+                format!("must be below the idempotency lock timeout of {lock_ms} ms"),
+            ));
+        }
         for (index, entry) in self.external_api.other_regions.iter().enumerate() {
             if entry.number == self.region.number {
                 return Err(ConfigError::invalid(

@@ -9,10 +9,11 @@ use std::future::Future;
 
 use axum::body::Body;
 use axum::response::{IntoResponse, Response};
+use hmac::{Hmac, Mac};
 use http::{HeaderValue, StatusCode};
-use sha2::{Digest, Sha256};
+use sha2::Sha256;
 use snakepay_http::ApiError;
-use snakepay_store::idempotency::{self, Claim, ClaimOutcome, StoredResponse};
+use snakepay_store::idempotency::{self, AfterFailure, Claim, ClaimOutcome, StoredResponse};
 use snakepay_store::retry::{self, AsRetryable};
 use sqlx::{Postgres, Transaction};
 
@@ -39,6 +40,8 @@ impl Reply {
 pub enum WorkError {
     Api(ApiError),
     Internal(anyhow::Error),
+    /// No transaction could start: nothing was executed.
+    Unavailable(sqlx::Error),
 }
 
 impl From<ApiError> for WorkError {
@@ -61,20 +64,48 @@ impl From<sqlx::Error> for WorkError {
 
 impl AsRetryable for WorkError {
     fn is_retryable(&self) -> bool {
-        matches!(self, WorkError::Internal(error) if error.is_retryable())
+        match self {
+            WorkError::Internal(error) => error.is_retryable(),
+            WorkError::Unavailable(_) | WorkError::Api(_) => false,
+        }
     }
 }
 
 /// The request as the fingerprint sees it: method, path and the canonical
 /// decoded parameters, so reordered or JSON-encoded equal requests match.
-pub fn fingerprint(method: &str, path: &str, canonical_params: &str) -> String {
-    let mut hasher = Sha256::new();
-    hasher.update(method.as_bytes());
-    hasher.update(b" ");
-    hasher.update(path.as_bytes());
-    hasher.update(b"\n");
-    hasher.update(canonical_params.as_bytes());
-    hex::encode(hasher.finalize())
+/// Keyed (HMAC under a server secret): the parameters can hold a card number
+/// and CVC, and a plain hash of them, stored for days next to the card's
+/// first six and last four digits, could be reversed by brute force.
+pub fn fingerprint(
+    key: &RequestFingerprintKey,
+    method: &str,
+    path: &str,
+    canonical_params: &str,
+) -> String {
+    let mut mac = key.0.clone();
+    mac.update(method.as_bytes());
+    mac.update(b" ");
+    mac.update(path.as_bytes());
+    mac.update(b"\n");
+    mac.update(canonical_params.as_bytes());
+    hex::encode(mac.finalize().into_bytes())
+}
+
+/// The HMAC key of request fingerprints, derived from the API-key hashing
+/// secret under its own label so that neither use can stand in for the other.
+#[derive(Clone)]
+pub struct RequestFingerprintKey(Hmac<Sha256>);
+
+impl RequestFingerprintKey {
+    pub fn derive(server_secret: &[u8]) -> anyhow::Result<RequestFingerprintKey> {
+        let mut derive = <Hmac<Sha256> as Mac>::new_from_slice(server_secret)
+            .map_err(|_| anyhow::anyhow!("invalid server secret length"))?;
+        derive.update(b"snakepay/idempotency-fingerprint/v1");
+        let key = derive.finalize().into_bytes();
+        let mac = <Hmac<Sha256> as Mac>::new_from_slice(&key)
+            .map_err(|_| anyhow::anyhow!("invalid derived key length"))?;
+        Ok(RequestFingerprintKey(mac))
+    }
 }
 
 pub struct Request<'a> {
@@ -96,85 +127,91 @@ where
         Ok(pool) => pool,
         Err(error) => return error.into_response(),
     };
-    if let Some(key) = request.idempotency_key {
-        let claim = Claim {
-            merchant_id: context.merchant_id,
-            livemode: context.livemode,
-            key,
-            fingerprint: &request.fingerprint,
-            request_id: request.request_id,
-        };
-        match idempotency::claim(pool, &claim).await {
+    let claim = request.idempotency_key.map(|key| Claim {
+        merchant_id: context.merchant_id,
+        livemode: context.livemode,
+        key,
+        fingerprint: &request.fingerprint,
+        request_id: request.request_id,
+    });
+    if let Some(claim) = &claim {
+        match idempotency::claim(pool, claim).await {
             Ok(ClaimOutcome::Claimed) => {}
-            Ok(ClaimOutcome::Replay(stored)) => return replay(stored, key),
+            Ok(ClaimOutcome::Replay(stored)) => return replay(stored, claim.key),
             Ok(ClaimOutcome::Mismatch) => {
-                return ApiError::idempotency_mismatch(key).into_response();
+                return ApiError::idempotency_mismatch(claim.key).into_response();
             }
-            Ok(ClaimOutcome::InUse) => return ApiError::idempotency_in_use(key).into_response(),
+            Ok(ClaimOutcome::InUse) => {
+                return ApiError::idempotency_in_use(claim.key).into_response();
+            }
             Err(error) => return ApiError::internal(&error.into()).into_response(),
         }
     }
 
     let result = retry::retry(|| async {
-        let tx = pool.begin().await?;
+        let tx = pool.begin().await.map_err(WorkError::Unavailable)?;
         let (mut tx, reply) = work(tx).await?;
-        if let Some(key) = request.idempotency_key {
-            idempotency::complete(
-                &mut tx,
-                context.merchant_id,
-                context.livemode,
-                key,
-                reply.status.as_u16(),
-                &reply.body,
-            )
-            .await?;
+        if let Some(claim) = &claim {
+            idempotency::complete(&mut tx, claim, reply.status.as_u16(), &reply.body).await?;
         }
         tx.commit().await?;
         Ok::<Reply, WorkError>(reply)
     })
     .await;
 
-    match result {
-        Ok(reply) => with_key(respond(reply.status, reply.body), request.idempotency_key),
-        Err(failure) => {
-            let error = match failure {
-                WorkError::Api(error) => error,
-                WorkError::Internal(error) => ApiError::internal(&error),
-            };
-            let Some(key) = request.idempotency_key else {
-                return error.into_response();
-            };
-            // Stored replies of server errors tell the SDK not to retry:
-            // the same key would replay the same error.
-            let error = if error.status.is_server_error() {
-                error.with_should_retry(false)
-            } else {
-                error
-            };
-            let status = error.status;
-            let body = match serde_json::to_vec(&error.body()) {
-                Ok(body) => body,
-                Err(e) => return ApiError::internal(&e.into()).into_response(),
-            };
-            if let Err(store_error) = idempotency::complete_unchanged(
-                pool,
-                context.merchant_id,
-                context.livemode,
-                key,
-                status.as_u16(),
-                &body,
-            )
-            .await
-            {
-                // The key stays locked and is taken over after the lock
-                // timeout; nothing was committed, so that is safe.
-                tracing::error!(error = %store_error, "could not store an idempotent error response");
-            }
-            let mut response = error.into_response();
-            response
-                .headers_mut()
-                .insert("idempotency-key", header(key));
-            response
+    let failure = match result {
+        Ok(reply) => return with_key(respond(reply.status, reply.body), request.idempotency_key),
+        Err(failure) => failure,
+    };
+    let Some(claim) = &claim else {
+        return failure_response(failure);
+    };
+    if let WorkError::Unavailable(error) = &failure {
+        // Nothing ran: give the key up so that the client's retry executes.
+        if let Err(release_error) = idempotency::release(pool, claim).await {
+            tracing::warn!(error = %release_error, "could not release an idempotency key");
+        }
+        tracing::warn!(error = %error, "no database transaction could start");
+        return with_key(failure_response(failure), Some(claim.key));
+    }
+    let error = match failure {
+        WorkError::Api(error) => error,
+        WorkError::Internal(error) => ApiError::internal(&error),
+        WorkError::Unavailable(error) => ApiError::internal(&error.into()),
+    };
+    // Stored replies of server errors tell the SDK not to retry: the same
+    // key would replay the same error (API.md).
+    let error = if error.status.is_server_error() {
+        error.with_should_retry(false)
+    } else {
+        error
+    };
+    let body = match serde_json::to_vec(&error.body()) {
+        Ok(body) => body,
+        Err(e) => return ApiError::internal(&e.into()).into_response(),
+    };
+    match idempotency::complete_unchanged(pool, claim, error.status.as_u16(), &body).await {
+        Ok(AfterFailure::Stored) => with_key(error.into_response(), Some(claim.key)),
+        // The change did commit (the commit's answer was lost): its stored
+        // response is the truth, never the error we saw.
+        Ok(AfterFailure::Replay(stored)) => replay(stored, claim.key),
+        Ok(AfterFailure::NotHeld) => ApiError::idempotency_in_use(claim.key).into_response(),
+        Err(store_error) => {
+            // The key stays locked and is taken over after the lock timeout;
+            // nothing was committed under it, so that is safe.
+            tracing::error!(error = %store_error, "could not store an idempotent error response");
+            with_key(error.into_response(), Some(claim.key))
+        }
+    }
+}
+
+fn failure_response(failure: WorkError) -> Response {
+    match failure {
+        WorkError::Api(error) => error.into_response(),
+        WorkError::Internal(error) => ApiError::internal(&error).into_response(),
+        WorkError::Unavailable(_) => {
+            ApiError::unavailable("The database is temporarily unavailable; please retry.")
+                .into_response()
         }
     }
 }

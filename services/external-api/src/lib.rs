@@ -59,6 +59,7 @@ fn app(config: &ExternalApiConfig) -> anyhow::Result<(axum::Router, AppState)> {
         vault,
         region: RegionNumber(config.region.number),
         other_regions: config.external_api.other_regions.clone(),
+        fingerprint_key: idempotent::RequestFingerprintKey::derive(&config.api_keys.hash_secret())?,
         rate_limits: rate_limit::RateLimits::new(
             config.external_api.rate_limit_live_per_second,
             config.external_api.rate_limit_test_per_second,

@@ -10,6 +10,7 @@ use snakepay_vault::Vault;
 use sqlx::PgPool;
 
 use crate::config::RegionDirectoryEntry;
+use crate::idempotent::RequestFingerprintKey;
 use crate::rate_limit::RateLimits;
 
 #[derive(Clone)]
@@ -22,6 +23,7 @@ pub struct Inner {
     pub region: RegionNumber,
     pub other_regions: Vec<RegionDirectoryEntry>,
     pub rate_limits: RateLimits,
+    pub fingerprint_key: RequestFingerprintKey,
 }
 
 impl std::ops::Deref for AppState {

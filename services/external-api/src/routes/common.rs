@@ -23,6 +23,34 @@ pub fn now() -> i64 {
 /// Parses an ID of kind `K` that must belong to the caller: same region,
 /// the merchant's shard. Anything else is "no such object" (or a pointer to
 /// the object's home region) — never a hint that the ID exists elsewhere.
+/// "No such <object>" for a value the client sent. The value is echoed only
+/// when it could be an ID: a card number sent in the wrong field must not come
+/// back in the error, nor be stored with the idempotent response.
+pub fn missing(object: &str, text: &str, param: &str) -> ApiError {
+    let looks_like_id = text.len() <= 64
+        && text.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        && !has_digit_run(text, 10);
+    if looks_like_id {
+        ApiError::resource_missing(object, text, param)
+    } else {
+        let mut error = ApiError::resource_missing(object, "", param);
+        error.message =
+            format!("No such {object}; the value given for `{param}` is not a valid ID.");
+        error
+    }
+}
+
+fn has_digit_run(text: &str, length: usize) -> bool {
+    let mut run = 0;
+    for byte in text.bytes() {
+        run = if byte.is_ascii_digit() { run + 1 } else { 0 };
+        if run >= length {
+            return true;
+        }
+    }
+    false
+}
+
 pub fn owned_id<K: IdKind>(
     state: &AppState,
     auth: &Auth,
@@ -30,7 +58,7 @@ pub fn owned_id<K: IdKind>(
     object: &str,
     param: &str,
 ) -> Result<Id<K>, ApiError> {
-    let missing = || ApiError::resource_missing(object, text, param);
+    let missing = || missing(object, text, param);
     let id = Id::<K>::parse(text).map_err(|_| missing())?;
     if id.region() != state.region {
         let mut error = missing();

@@ -68,7 +68,12 @@ async fn create(
 ) -> Result<Response, ApiError> {
     auth.require_secret()?;
     let key = idempotency_key(&headers)?;
-    let fingerprint = idempotent::fingerprint("POST", "/v1/customers", &params.canonical());
+    let fingerprint = idempotent::fingerprint(
+        &state.fingerprint_key,
+        "POST",
+        "/v1/customers",
+        &params.canonical(),
+    );
     let mut reader = params.reader();
     let email = reader.string("email")?;
     let name = reader.string("name")?;

@@ -28,9 +28,10 @@ use snakepay_http::{
 use snakepay_store::intents::{self, IntentRecord, NewAttempt};
 use snakepay_store::{charges, customers, events, ledger, outbox};
 use sqlx::{PgConnection, Postgres, Transaction};
+use subtle::ConstantTimeEq;
 
 use crate::auth::Auth;
-use crate::cards::{self, CardInput};
+use crate::cards::{self, CardInput, ParsedCard};
 use crate::idempotent::{self, Reply, WorkError};
 use crate::objects;
 use crate::openapi::ApiRoutes;
@@ -150,7 +151,8 @@ pub fn routes(api: ApiRoutes) -> ApiRoutes {
 /// Where a confirmation's card comes from.
 enum PaymentMethodSource {
     Existing(String),
-    NewCard(CardInput),
+    /// Checked already (before the idempotency claim); sealed in the work.
+    NewCard(ParsedCard),
 }
 
 fn payment_method_source(
@@ -166,12 +168,12 @@ fn payment_method_source(
             "You may only specify one of these parameters: payment_method, payment_method_data.",
         )),
         (Some(id), None) => match cards::test_payment_method(&id) {
-            Some(card) if !livemode => Ok(Some(PaymentMethodSource::NewCard(card))),
-            Some(_) => Err(ApiError::resource_missing(
-                "payment_method",
-                &id,
-                "payment_method",
-            )),
+            Some(card) if !livemode => Ok(Some(PaymentMethodSource::NewCard(cards::parse(
+                &card,
+                livemode,
+                now(),
+            )?))),
+            Some(_) => Err(common::missing("payment_method", &id, "payment_method")),
             None => Ok(Some(PaymentMethodSource::Existing(id))),
         },
         (None, Some(mut data)) => {
@@ -194,7 +196,11 @@ fn payment_method_source(
             };
             card.finish()?;
             data.finish()?;
-            Ok(Some(PaymentMethodSource::NewCard(input)))
+            Ok(Some(PaymentMethodSource::NewCard(cards::parse(
+                &input,
+                livemode,
+                now(),
+            )?)))
         }
         (None, None) => Ok(None),
     }
@@ -217,23 +223,29 @@ async fn resolve_payment_method(
                 "payment_method",
                 "payment_method",
             )?;
-            intents::find_card(&mut **tx, id, context.merchant_id, context.livemode)
+            let card = intents::find_card(&mut **tx, id, context.merchant_id, context.livemode)
                 .await?
-                .ok_or_else(|| {
-                    ApiError::resource_missing("payment_method", text, "payment_method")
-                })?;
+                .ok_or_else(|| common::missing("payment_method", text, "payment_method"))?;
+            // A saved card belongs to its customer: it pays only for them.
+            if card.customer.is_some() && card.customer != customer.map(|c| c.to_string()) {
+                return Err(WorkError::Api(ApiError::invalid_request(
+                    Some("payment_method_invalid_parameter"),
+                    Some("payment_method"),
+                    "The provided PaymentMethod belongs to another customer.",
+                )));
+            }
             Ok(id)
         }
-        PaymentMethodSource::NewCard(input) => {
+        PaymentMethodSource::NewCard(card) => {
             let id = PaymentMethodId::generate(state.region, context.shard())
                 .map_err(anyhow::Error::from)?;
-            let record = cards::tokenize(
+            let record = cards::seal(
                 &state.vault,
                 id,
                 context.merchant_id,
                 context.livemode,
                 customer,
-                input,
+                card,
                 now(),
             )?;
             intents::insert_card(tx, &record).await?;
@@ -431,7 +443,12 @@ async fn create(
 ) -> Result<Response, ApiError> {
     auth.require_secret()?;
     let key = idempotency_key(&headers)?;
-    let fingerprint = idempotent::fingerprint("POST", "/v1/payment_intents", &params.canonical());
+    let fingerprint = idempotent::fingerprint(
+        &state.fingerprint_key,
+        "POST",
+        "/v1/payment_intents",
+        &params.canonical(),
+    );
     let mut reader = params.reader();
     let input = parse_create(&mut reader, auth.0.livemode)?;
     reader.finish()?;
@@ -525,6 +542,9 @@ async fn retrieve(
     let secret = reader.string("client_secret")?;
     let expand = expansions(&mut reader, EXPANDABLE)?;
     reader.finish()?;
+    if auth.is_publishable() && !expand.is_empty() {
+        return Err(publishable_forbidden());
+    }
     let intent_id = owned_id::<PaymentIntentKind>(&state, &auth, &id, OBJECT, "intent")?;
     let pool = state.shard(auth.0.shard())?;
     let record = intents::load(pool, intent_id, auth.0.merchant_id, auth.0.livemode)
@@ -542,6 +562,12 @@ async fn retrieve(
     Ok(axum::Json(body).into_response())
 }
 
+fn publishable_forbidden() -> ApiError {
+    ApiError::forbidden(
+        "This parameter cannot be used with a publishable API key. Please use a secret API key.",
+    )
+}
+
 /// A publishable key may act on an intent only with its client secret.
 fn check_client_secret(
     auth: &Auth,
@@ -554,7 +580,9 @@ fn check_client_secret(
     }
     match secret {
         None => Err(ApiError::parameter_missing("client_secret")),
-        Some(secret) if secret == record.client_secret => Ok(()),
+        Some(secret) if bool::from(secret.as_bytes().ct_eq(record.client_secret.as_bytes())) => {
+            Ok(())
+        }
         // The same answer as for an unknown intent: a wrong secret reveals nothing.
         Some(_) => Err(ApiError::resource_missing(OBJECT, id, "intent")),
     }
@@ -620,6 +648,7 @@ async fn update(
     auth.require_secret()?;
     let key = idempotency_key(&headers)?;
     let fingerprint = idempotent::fingerprint(
+        &state.fingerprint_key,
         "POST",
         &format!("/v1/payment_intents/{id}"),
         &params.canonical(),
@@ -721,6 +750,7 @@ async fn confirm(
 ) -> Result<Response, ApiError> {
     let key = idempotency_key(&headers)?;
     let fingerprint = idempotent::fingerprint(
+        &state.fingerprint_key,
         "POST",
         &format!("/v1/payment_intents/{id}/confirm"),
         &params.canonical(),
@@ -733,8 +763,15 @@ async fn confirm(
     let capture_method = reader.enumeration("capture_method", CAPTURE_METHODS)?;
     let expand = expansions(&mut reader, EXPANDABLE)?;
     reader.finish()?;
-    if auth.is_publishable() && secret.is_none() {
-        return Err(ApiError::parameter_missing("client_secret"));
+    if auth.is_publishable() {
+        if secret.is_none() {
+            return Err(ApiError::parameter_missing("client_secret"));
+        }
+        // The browser may pay, not change how the merchant captures or read
+        // the customer's details.
+        if capture_method.is_some() || !expand.is_empty() {
+            return Err(publishable_forbidden());
+        }
     }
     let intent_id = owned_id::<PaymentIntentKind>(&state, &auth, &id, OBJECT, "intent")?;
     let request = idempotent::Request {
@@ -815,6 +852,7 @@ async fn simple_transition(
     } = request;
     let key = idempotency_key(headers)?;
     let fingerprint = idempotent::fingerprint(
+        &state.fingerprint_key,
         "POST",
         &format!("/v1/payment_intents/{id}/{path_suffix}"),
         &canonical,
@@ -830,7 +868,18 @@ async fn simple_transition(
         let (command, expand) = (&command, &expand);
         async move {
             let mut record = lock_intent(&mut tx, auth, intent_id).await?;
-            let t = payment_intent::apply(&record.intent, command()).map_err(transition_error)?;
+            let t = payment_intent::apply(&record.intent, command()).map_err(|error| {
+                // The domain calls every amount `amount`; capture's is `amount_to_capture`.
+                match transition_error(error) {
+                    WorkError::Api(mut api)
+                        if path_suffix == "capture" && api.param.as_deref() == Some("amount") =>
+                    {
+                        api.param = Some("amount_to_capture".to_owned());
+                        WorkError::Api(api)
+                    }
+                    other => other,
+                }
+            })?;
             record.intent = t.intent;
             intents::update(&mut tx, &mut record).await?;
             write_effects(&mut tx, auth, &record, &t.effects, None, request_id).await?;

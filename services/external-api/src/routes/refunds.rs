@@ -73,7 +73,12 @@ async fn create(
 ) -> Result<Response, ApiError> {
     auth.require_secret()?;
     let key = idempotency_key(&headers)?;
-    let fingerprint = idempotent::fingerprint("POST", "/v1/refunds", &params.canonical());
+    let fingerprint = idempotent::fingerprint(
+        &state.fingerprint_key,
+        "POST",
+        "/v1/refunds",
+        &params.canonical(),
+    );
     let mut reader = params.reader();
     let intent = reader.string("payment_intent")?;
     let charge = reader.string("charge")?;
@@ -121,9 +126,14 @@ async fn create(
                 Target::Intent(id) => *id,
                 Target::Charge(text) => {
                     let charge = owned_id::<ChargeKind>(state, auth, text, "charge", "charge")?;
-                    let intent = charges::payment_intent_of(&mut *tx, charge, context.merchant_id)
-                        .await?
-                        .ok_or_else(|| ApiError::resource_missing("charge", text, "charge"))?;
+                    let intent = charges::payment_intent_of(
+                        &mut *tx,
+                        charge,
+                        context.merchant_id,
+                        context.livemode,
+                    )
+                    .await?
+                    .ok_or_else(|| common::missing("charge", text, "charge"))?;
                     PaymentIntentId::parse(&intent).map_err(anyhow::Error::from)?
                 }
             };

@@ -231,7 +231,12 @@ async fn create(
 ) -> Result<Response, ApiError> {
     auth.require_secret()?;
     let key = idempotency_key(&headers)?;
-    let fingerprint = idempotent::fingerprint("POST", LIST_URL, &params.canonical());
+    let fingerprint = idempotent::fingerprint(
+        &state.fingerprint_key,
+        "POST",
+        LIST_URL,
+        &params.canonical(),
+    );
     let mut reader = params.reader();
     let url = endpoint_url(reader.required_string("url")?, auth.0.livemode)?;
     let enabled_events = enabled_events(&mut reader)?
@@ -368,8 +373,12 @@ async fn update(
 ) -> Result<Response, ApiError> {
     auth.require_secret()?;
     let key = idempotency_key(&headers)?;
-    let fingerprint =
-        idempotent::fingerprint("POST", &format!("{LIST_URL}/{id}"), &params.canonical());
+    let fingerprint = idempotent::fingerprint(
+        &state.fingerprint_key,
+        "POST",
+        &format!("{LIST_URL}/{id}"),
+        &params.canonical(),
+    );
     let mut reader = params.reader();
     let url = if reader.has("url") {
         Some(endpoint_url(

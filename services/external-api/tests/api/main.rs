@@ -9,6 +9,7 @@
 
 mod customers_events;
 mod errors;
+mod hardening;
 mod idempotency;
 mod openapi;
 mod payment_intents;
