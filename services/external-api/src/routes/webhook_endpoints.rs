@@ -145,8 +145,11 @@ fn endpoint_url(text: String, livemode: bool) -> Result<String, ApiError> {
     let uri: http::Uri = text
         .parse()
         .map_err(|_| invalid("it must be an absolute URL such as https://example.com/webhooks"))?;
-    if uri.host().is_none_or(str::is_empty) {
+    let Some(host) = uri.host().filter(|h| !h.is_empty()) else {
         return Err(invalid("it must name a host"));
+    };
+    if let Some(why) = refused_host(host, livemode) {
+        return Err(invalid(why));
     }
     // The scheme is checked on the text, lower case, as the database's CHECK does.
     if text.starts_with("https://") {
@@ -161,6 +164,50 @@ fn endpoint_url(text: String, livemode: bool) -> Result<String, ApiError> {
     Err(invalid(
         "it must start with https:// (or http:// in test mode)",
     ))
+}
+
+/// Why deliveries must not go to `host`: it is an address inside a network
+/// (ours, or the cloud's metadata service at 169.254.169.254), reachable
+/// from the dispatcher but not meant for merchants (server-side request
+/// forgery). Test mode may use the loopback interface, where developers run
+/// their receivers. Names that *resolve* to such addresses are the
+/// dispatcher's to refuse at delivery time (DNS can change after saving).
+fn refused_host(host: &str, livemode: bool) -> Option<&'static str> {
+    use std::net::IpAddr;
+    let host = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_ascii_lowercase();
+    let loopback = match host.parse::<IpAddr>() {
+        Ok(IpAddr::V4(ip)) => {
+            let [first, second, ..] = ip.octets();
+            let shared = first == 100 && (64..128).contains(&second);
+            if ip.is_private()
+                || ip.is_link_local()
+                || ip.is_unspecified()
+                || ip.is_broadcast()
+                || ip.is_multicast()
+                || shared
+            {
+                return Some("it must not point at a private, link-local or reserved address");
+            }
+            ip.is_loopback()
+        }
+        Ok(IpAddr::V6(ip)) => {
+            let first = ip.segments().first().copied().unwrap_or(0);
+            let unique_local = first & 0xfe00 == 0xfc00;
+            let link_local = first & 0xffc0 == 0xfe80;
+            if ip.is_unspecified() || ip.is_multicast() || unique_local || link_local {
+                return Some("it must not point at a private, link-local or reserved address");
+            }
+            if let Some(mapped) = ip.to_ipv4_mapped() {
+                return refused_host(&mapped.to_string(), livemode);
+            }
+            ip.is_loopback()
+        }
+        Err(_) => host == "localhost" || host.ends_with(".localhost"),
+    };
+    (loopback && livemode).then_some("live mode endpoints must not point at the loopback interface")
 }
 
 /// `enabled_events[]`: known event types or `*`, at least one; duplicates
@@ -509,5 +556,32 @@ mod tests {
         assert!(endpoint_url("/relative/path".into(), false).is_err());
         let long = format!("https://example.com/{}", "a".repeat(URL_MAX_CHARS));
         assert!(endpoint_url(long, false).is_err());
+    }
+
+    #[test]
+    fn urls_into_private_networks_are_refused_and_loopback_only_in_test_mode() {
+        for internal in [
+            "https://169.254.169.254/latest/meta-data",
+            "https://10.0.0.5/hook",
+            "https://192.168.1.1/hook",
+            "https://172.16.0.1/hook",
+            "https://100.64.0.1/hook",
+            "https://0.0.0.0/hook",
+            "https://[fd00::1]/hook",
+            "https://[fe80::1]/hook",
+            "https://[::ffff:10.0.0.1]/hook",
+        ] {
+            assert!(endpoint_url(internal.into(), false).is_err(), "{internal}");
+            assert!(endpoint_url(internal.into(), true).is_err(), "{internal}");
+        }
+        for loopback in [
+            "https://127.0.0.1:9000/hook",
+            "https://localhost/hook",
+            "https://[::1]/hook",
+        ] {
+            assert!(endpoint_url(loopback.into(), false).is_ok(), "{loopback}");
+            assert!(endpoint_url(loopback.into(), true).is_err(), "{loopback}");
+        }
+        assert!(endpoint_url("https://93.184.216.34/hook".into(), true).is_ok());
     }
 }
