@@ -1,0 +1,253 @@
+//! The outbox relay (DESIGN.md §5, step 2): moves committed outbox rows of
+//! every shard to the broker.
+//!
+//! Per shard and pass, in one transaction: lock a batch of unpublished rows
+//! (`for update skip locked`, so relays running side by side take disjoint
+//! batches), publish them in id order, wait for every confirm, mark them
+//! `published_at = now()` and commit. If anything fails the transaction rolls
+//! back and the rows stay unpublished for the next pass. The broker is never
+//! the only copy: a row is marked only after the broker confirmed it.
+//!
+//! Delivery is at least once: a relay that dies after the confirm and before
+//! the commit publishes the batch again on the next pass (with the same
+//! envelope ids, derived from the shard and the row id). Consumers are
+//! idempotent, and that is the contract.
+//!
+//! The sweeper of DESIGN.md needs no separate process: the relay keeps no
+//! state of its own, and every pass selects *all* unpublished rows from the
+//! oldest id up, so a row left unsent by a crash (between the API's commit
+//! and the publish, or between the confirm and the mark) is picked up by
+//! the next pass of any relay instance.
+//!
+//! Order: within a shard, a single relay publishes rows in id order. Several
+//! relays (or a retried batch) can interleave batches, so consumers must not
+//! rely on order across batches (the state machines check what is due).
+
+use std::future::Future;
+use std::pin::pin;
+use std::time::Duration;
+
+use anyhow::Context;
+use futures_util::FutureExt;
+use snakepay_domain::ids::ShardNumber;
+use snakepay_store::Store;
+use sqlx::PgPool;
+
+use crate::envelope::{ENVELOPE_VERSION, Envelope};
+use crate::publisher::{Outgoing, Publisher};
+use crate::topology::Topology;
+
+/// Rows per shard and pass: large enough to amortize the commit and the
+/// confirm round trip, small enough to keep the locking transaction short.
+pub const DEFAULT_BATCH_SIZE: u32 = 200;
+/// The pause when every shard was drained.
+pub const DEFAULT_IDLE_POLL_MS: u64 = 100;
+/// The first back-off after a failed pass, doubled per failure up to the cap.
+pub const BACKOFF_INITIAL_MS: u64 = 100;
+pub const BACKOFF_MAX_MS: u64 = 10_000;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RelayConfig {
+    pub batch_size: u32,
+    pub idle_poll_ms: u64,
+    pub backoff_initial_ms: u64,
+    pub backoff_max_ms: u64,
+}
+
+impl Default for RelayConfig {
+    fn default() -> Self {
+        RelayConfig {
+            batch_size: DEFAULT_BATCH_SIZE,
+            idle_poll_ms: DEFAULT_IDLE_POLL_MS,
+            backoff_initial_ms: BACKOFF_INITIAL_MS,
+            backoff_max_ms: BACKOFF_MAX_MS,
+        }
+    }
+}
+
+/// One pass over every shard; returns how many rows were published. A shard
+/// that fails does not stop the others; the first error is returned after
+/// all shards had their turn.
+pub async fn relay_once(
+    store: &Store,
+    publisher: &Publisher,
+    topology: &Topology,
+    batch_size: u32,
+) -> anyhow::Result<usize> {
+    let mut published = 0;
+    let mut first_error = None;
+    for (shard, pool) in store.shards() {
+        match relay_shard(shard, pool, publisher, topology, batch_size).await {
+            Ok(count) => published += count,
+            Err(error) => {
+                tracing::warn!(shard = %shard, error = %format!("{error:#}"), "outbox.relay pass failed");
+                first_error.get_or_insert(error);
+            }
+        }
+    }
+    match first_error {
+        Some(error) => Err(error),
+        None => Ok(published),
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct Row {
+    id: i64,
+    routing_key: String,
+    payload: serde_json::Value,
+    traceparent: Option<String>,
+    created_at_ms: i64,
+}
+
+async fn relay_shard(
+    shard: ShardNumber,
+    pool: &PgPool,
+    publisher: &Publisher,
+    topology: &Topology,
+    batch_size: u32,
+) -> anyhow::Result<usize> {
+    let mut tx = pool.begin().await.context("begin")?;
+    let rows: Vec<Row> = sqlx::query_as(
+        "select id, routing_key, payload, headers->>'traceparent' as traceparent,
+                (extract(epoch from created_at) * 1000)::bigint as created_at_ms
+           from outbox
+          where published_at is null
+          order by id
+          limit $1
+            for update skip locked",
+    )
+    .bind(i64::from(batch_size))
+    .fetch_all(&mut *tx)
+    .await
+    .context("selecting unpublished outbox rows")?;
+    if rows.is_empty() {
+        tx.commit().await.context("commit")?;
+        return Ok(0);
+    }
+
+    let mut messages = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let exchange = topology.exchange_for(&row.routing_key).with_context(|| {
+            format!(
+                "outbox row {} has routing key {:?}, neither command nor event",
+                row.id, row.routing_key
+            )
+        })?;
+        messages.push(Outgoing {
+            exchange,
+            routing_key: row.routing_key.clone(),
+            envelope: Envelope {
+                v: ENVELOPE_VERSION,
+                // Stable across republishing, so consumers see a duplicate.
+                id: format!("outbox_{shard}_{}", row.id),
+                kind: row.routing_key.clone(),
+                occurred_at: row.created_at_ms,
+                traceparent: row.traceparent.clone(),
+                payload: row.payload.clone(),
+            },
+        });
+    }
+    // Dropping `tx` on error rolls back: the rows stay unpublished.
+    publisher
+        .publish_batch(&messages)
+        .await
+        .with_context(|| format!("publishing {} outbox rows", messages.len()))?;
+
+    let ids: Vec<i64> = rows.iter().map(|row| row.id).collect();
+    sqlx::query("update outbox set published_at = now() where id = any($1)")
+        .bind(&ids)
+        .execute(&mut *tx)
+        .await
+        .context("marking outbox rows")?;
+    tx.commit().await.context("commit")?;
+    tracing::debug!(shard = %shard, outbox.rows = ids.len(), "outbox.relay published");
+    Ok(ids.len())
+}
+
+/// Relays until `shutdown` resolves: passes back to back while there is
+/// work, a short poll when idle, capped exponential back-off with jitter
+/// after failures (a broker or database outage must not become a busy loop).
+pub async fn run_relay<S>(
+    store: &Store,
+    publisher: &Publisher,
+    topology: &Topology,
+    config: &RelayConfig,
+    shutdown: S,
+) where
+    S: Future<Output = ()>,
+{
+    let mut shutdown = pin!(shutdown);
+    let mut failures: u32 = 0;
+    tracing::info!(
+        outbox.batch_size = config.batch_size,
+        "outbox.relay started"
+    );
+    loop {
+        // Shutdown is checked between passes, never inside one: a pass
+        // cancelled after the broker's confirm but before the commit would
+        // publish its rows a second time.
+        if shutdown.as_mut().now_or_never().is_some() {
+            break;
+        }
+        let pause_ms = match relay_once(store, publisher, topology, config.batch_size).await {
+            Ok(0) => {
+                failures = 0;
+                config.idle_poll_ms
+            }
+            Ok(_) => {
+                // There may be more: go again at once.
+                failures = 0;
+                0
+            }
+            Err(_) => {
+                // Already logged per shard in relay_once.
+                failures = failures.saturating_add(1);
+                backoff_ms(config, failures)
+            }
+        };
+        if pause_ms > 0 {
+            tokio::select! {
+                biased;
+                () = &mut shutdown => break,
+                () = tokio::time::sleep(Duration::from_millis(pause_ms)) => {}
+            }
+        }
+    }
+    tracing::info!("outbox.relay stopped");
+}
+
+/// "Equal jitter": half the capped exponential delay plus a random part of
+/// the other half, so relays that failed together do not retry together
+/// and never retry with no pause at all.
+fn backoff_ms(config: &RelayConfig, failures: u32) -> u64 {
+    let exponent = failures.saturating_sub(1).min(20);
+    let ceiling = config
+        .backoff_initial_ms
+        .saturating_mul(1_u64 << exponent)
+        .min(config.backoff_max_ms);
+    let half = ceiling / 2;
+    let mut random = [0_u8; 8];
+    let jitter = match getrandom::fill(&mut random) {
+        Ok(()) => u64::from_le_bytes(random) % (half + 1),
+        Err(_) => half,
+    };
+    half + jitter
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        let config = RelayConfig::default();
+        for failures in 1..40 {
+            let ms = backoff_ms(&config, failures);
+            assert!(ms <= config.backoff_max_ms);
+            let ceiling =
+                (config.backoff_initial_ms << (failures - 1).min(20)).min(config.backoff_max_ms);
+            assert!(ms >= ceiling / 2, "{failures}: {ms}");
+        }
+    }
+}
