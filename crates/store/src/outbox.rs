@@ -12,13 +12,31 @@ pub struct OutboxMessage {
     pub payload: serde_json::Value,
 }
 
-/// Writes all messages in one statement.
+/// True for routing keys the relay can route: the first segment names the
+/// exchange (`command.…` → commands, `event.…` → events).
+fn routable(routing_key: &str) -> bool {
+    ["command.", "event."].iter().any(|prefix| {
+        routing_key
+            .strip_prefix(prefix)
+            .is_some_and(|rest| !rest.is_empty())
+    })
+}
+
+/// Writes all messages in one statement. A routing key the relay could not
+/// route is refused here, in the writer's transaction, rather than found
+/// later by the relay, where it would hold up its whole shard.
 pub async fn enqueue(
     tx: &mut Transaction<'_, Postgres>,
     messages: &[OutboxMessage],
 ) -> anyhow::Result<()> {
     if messages.is_empty() {
         return Ok(());
+    }
+    if let Some(bad) = messages.iter().find(|m| !routable(&m.routing_key)) {
+        anyhow::bail!(
+            "outbox routing key `{}` is neither command.* nor event.*",
+            bad.routing_key
+        );
     }
     let keys: Vec<&str> = messages.iter().map(|m| m.routing_key.as_str()).collect();
     let payloads: Vec<serde_json::Value> = messages.iter().map(|m| m.payload.clone()).collect();
@@ -30,4 +48,26 @@ pub async fn enqueue(
     .execute(&mut **tx)
     .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::routable;
+
+    #[test]
+    fn only_command_and_event_keys_are_routable() {
+        for key in ["command.authorize", "event.payment_intent.succeeded"] {
+            assert!(routable(key), "{key}");
+        }
+        for key in [
+            "",
+            "command.",
+            "event",
+            "commands.authorize",
+            "other.thing",
+            "Command.authorize",
+        ] {
+            assert!(!routable(key), "{key}");
+        }
+    }
 }
