@@ -8,11 +8,12 @@
 use std::future::Future;
 
 use axum::body::Body;
+use axum::extract::FromRequest;
 use axum::response::{IntoResponse, Response};
 use hmac::{Hmac, Mac};
 use http::{HeaderValue, StatusCode};
 use sha2::Sha256;
-use snakepay_http::ApiError;
+use snakepay_http::{ApiError, Params, StripeParams, idempotency_key};
 use snakepay_store::idempotency::{self, AfterFailure, Claim, ClaimOutcome, StoredResponse};
 use snakepay_store::retry::{self, AsRetryable};
 use sqlx::{Postgres, Transaction};
@@ -105,6 +106,37 @@ impl RequestFingerprintKey {
         let mac = <Hmac<Sha256> as Mac>::new_from_slice(&key)
             .map_err(|_| anyhow::anyhow!("invalid derived key length"))?;
         Ok(RequestFingerprintKey(mac))
+    }
+}
+
+/// A POST as the idempotency rules see it: its parameters, its
+/// `Idempotency-Key`, and its fingerprint, computed from the request's own
+/// method and canonical path (after the edge stripped any prefix), so no
+/// handler can fingerprint the wrong path. An extractor: handlers take it
+/// last, after `Auth`, so authentication and rate limiting come first.
+pub struct IdempotentPost {
+    pub params: Params,
+    pub key: Option<String>,
+    pub fingerprint: String,
+}
+
+impl FromRequest<AppState> for IdempotentPost {
+    type Rejection = ApiError;
+
+    async fn from_request(
+        request: axum::extract::Request,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let key = idempotency_key(request.headers())?;
+        let method = request.method().as_str().to_owned();
+        let path = request.uri().path().to_owned();
+        let StripeParams(params) = StripeParams::from_request(request, state).await?;
+        let fingerprint = fingerprint(&state.fingerprint_key, &method, &path, &params.canonical());
+        Ok(IdempotentPost {
+            params,
+            key,
+            fingerprint,
+        })
     }
 }
 

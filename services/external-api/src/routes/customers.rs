@@ -4,17 +4,14 @@ use std::collections::BTreeMap;
 
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
-use http::HeaderMap;
 use snakepay_domain::effects::{Effects, EventType};
 use snakepay_domain::ids::{CustomerId, CustomerKind};
-use snakepay_http::{
-    ApiError, MetadataUpdate, ParamReader, RequestIdExt, StripeParams, idempotency_key,
-};
+use snakepay_http::{ApiError, MetadataUpdate, ParamReader, RequestIdExt, StripeParams};
 use snakepay_store::customers::{self, CustomerRecord};
 use snakepay_store::events;
 
 use crate::auth::Auth;
-use crate::idempotent::{self, Reply};
+use crate::idempotent::{self, IdempotentPost, Reply};
 use crate::objects;
 use crate::openapi::ApiRoutes;
 use crate::routes::common::{self, now, owned_id};
@@ -63,17 +60,13 @@ async fn create(
     State(state): State<AppState>,
     auth: Auth,
     RequestIdExt(request_id): RequestIdExt,
-    headers: HeaderMap,
-    StripeParams(params): StripeParams,
+    IdempotentPost {
+        params,
+        key,
+        fingerprint,
+    }: IdempotentPost,
 ) -> Result<Response, ApiError> {
     auth.require_secret()?;
-    let key = idempotency_key(&headers)?;
-    let fingerprint = idempotent::fingerprint(
-        &state.fingerprint_key,
-        "POST",
-        "/v1/customers",
-        &params.canonical(),
-    );
     let mut reader = params.reader();
     let email = reader.string("email")?;
     let name = reader.string("name")?;

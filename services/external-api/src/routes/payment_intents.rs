@@ -10,7 +10,6 @@ use std::collections::BTreeMap;
 
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
-use http::HeaderMap;
 use serde_json::Value;
 use snakepay_domain::currency::Currency;
 use snakepay_domain::effects::Effects;
@@ -22,9 +21,7 @@ use snakepay_domain::money::charge_amount;
 use snakepay_domain::payment_intent::{
     self, CancellationReason, CaptureMethod, IntentCommand, NewPaymentIntent, TransitionError,
 };
-use snakepay_http::{
-    ApiError, MetadataUpdate, ParamReader, RequestIdExt, StripeParams, idempotency_key,
-};
+use snakepay_http::{ApiError, MetadataUpdate, ParamReader, RequestIdExt, StripeParams};
 use snakepay_store::intents::{self, IntentRecord, NewAttempt};
 use snakepay_store::{charges, customers, events, ledger, outbox};
 use sqlx::{PgConnection, Postgres, Transaction};
@@ -32,7 +29,7 @@ use subtle::ConstantTimeEq;
 
 use crate::auth::Auth;
 use crate::cards::{self, CardInput, ParsedCard};
-use crate::idempotent::{self, Reply, WorkError};
+use crate::idempotent::{self, IdempotentPost, Reply, WorkError};
 use crate::objects;
 use crate::openapi::ApiRoutes;
 use crate::routes::common::{self, command_messages, expansions, now, owned_id};
@@ -438,17 +435,13 @@ async fn create(
     State(state): State<AppState>,
     auth: Auth,
     RequestIdExt(request_id): RequestIdExt,
-    headers: HeaderMap,
-    StripeParams(params): StripeParams,
+    IdempotentPost {
+        params,
+        key,
+        fingerprint,
+    }: IdempotentPost,
 ) -> Result<Response, ApiError> {
     auth.require_secret()?;
-    let key = idempotency_key(&headers)?;
-    let fingerprint = idempotent::fingerprint(
-        &state.fingerprint_key,
-        "POST",
-        "/v1/payment_intents",
-        &params.canonical(),
-    );
     let mut reader = params.reader();
     let input = parse_create(&mut reader, auth.0.livemode)?;
     reader.finish()?;
@@ -642,17 +635,13 @@ async fn update(
     auth: Auth,
     Path(id): Path<String>,
     RequestIdExt(request_id): RequestIdExt,
-    headers: HeaderMap,
-    StripeParams(params): StripeParams,
+    IdempotentPost {
+        params,
+        key,
+        fingerprint,
+    }: IdempotentPost,
 ) -> Result<Response, ApiError> {
     auth.require_secret()?;
-    let key = idempotency_key(&headers)?;
-    let fingerprint = idempotent::fingerprint(
-        &state.fingerprint_key,
-        "POST",
-        &format!("/v1/payment_intents/{id}"),
-        &params.canonical(),
-    );
     let mut reader = params.reader();
     let input = UpdateInput {
         amount: reader.i64("amount")?,
@@ -745,16 +734,12 @@ async fn confirm(
     auth: Auth,
     Path(id): Path<String>,
     RequestIdExt(request_id): RequestIdExt,
-    headers: HeaderMap,
-    StripeParams(params): StripeParams,
+    IdempotentPost {
+        params,
+        key,
+        fingerprint,
+    }: IdempotentPost,
 ) -> Result<Response, ApiError> {
-    let key = idempotency_key(&headers)?;
-    let fingerprint = idempotent::fingerprint(
-        &state.fingerprint_key,
-        "POST",
-        &format!("/v1/payment_intents/{id}/confirm"),
-        &params.canonical(),
-    );
     let mut reader = params.reader();
     let secret = reader.string("client_secret")?;
     let source = payment_method_source(&mut reader, auth.0.livemode)?;
@@ -827,10 +812,10 @@ async fn confirm(
 struct SimpleRequest<'a> {
     id: &'a str,
     request_id: &'a str,
-    headers: &'a HeaderMap,
-    /// `capture` or `cancel`, for the fingerprint's path.
+    idempotency_key: Option<&'a str>,
+    fingerprint: String,
+    /// `capture` or `cancel`: capture names its amount `amount_to_capture`.
     path_suffix: &'static str,
-    canonical: String,
     expand: Vec<String>,
 }
 
@@ -845,23 +830,16 @@ async fn simple_transition(
     let SimpleRequest {
         id,
         request_id,
-        headers,
+        idempotency_key,
+        fingerprint,
         path_suffix,
-        canonical,
         expand,
     } = request;
-    let key = idempotency_key(headers)?;
-    let fingerprint = idempotent::fingerprint(
-        &state.fingerprint_key,
-        "POST",
-        &format!("/v1/payment_intents/{id}/{path_suffix}"),
-        &canonical,
-    );
     let intent_id = owned_id::<PaymentIntentKind>(state, auth, id, OBJECT, "intent")?;
     let request = idempotent::Request {
         auth,
         request_id,
-        idempotency_key: key.as_deref(),
+        idempotency_key,
         fingerprint,
     };
     Ok(idempotent::execute(state, request, |mut tx| {
@@ -895,10 +873,12 @@ async fn capture(
     auth: Auth,
     Path(id): Path<String>,
     RequestIdExt(request_id): RequestIdExt,
-    headers: HeaderMap,
-    StripeParams(params): StripeParams,
+    IdempotentPost {
+        params,
+        key,
+        fingerprint,
+    }: IdempotentPost,
 ) -> Result<Response, ApiError> {
-    let canonical = params.canonical();
     let mut reader = params.reader();
     let amount_to_capture = reader.i64("amount_to_capture")?;
     let expand = expansions(&mut reader, EXPANDABLE)?;
@@ -909,9 +889,9 @@ async fn capture(
         SimpleRequest {
             id: &id,
             request_id: &request_id,
-            headers: &headers,
+            idempotency_key: key.as_deref(),
+            fingerprint,
             path_suffix: "capture",
-            canonical,
             expand,
         },
         || IntentCommand::Capture { amount_to_capture },
@@ -924,10 +904,12 @@ async fn cancel(
     auth: Auth,
     Path(id): Path<String>,
     RequestIdExt(request_id): RequestIdExt,
-    headers: HeaderMap,
-    StripeParams(params): StripeParams,
+    IdempotentPost {
+        params,
+        key,
+        fingerprint,
+    }: IdempotentPost,
 ) -> Result<Response, ApiError> {
-    let canonical = params.canonical();
     let mut reader = params.reader();
     let reason = reader.enumeration("cancellation_reason", CANCELLATION_REASONS)?;
     let expand = expansions(&mut reader, EXPANDABLE)?;
@@ -938,9 +920,9 @@ async fn cancel(
         SimpleRequest {
             id: &id,
             request_id: &request_id,
-            headers: &headers,
+            idempotency_key: key.as_deref(),
+            fingerprint,
             path_suffix: "cancel",
-            canonical,
             expand,
         },
         || IntentCommand::Cancel { reason, now: now() },

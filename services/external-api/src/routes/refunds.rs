@@ -3,15 +3,14 @@
 
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
-use http::HeaderMap;
 use snakepay_domain::ids::{ChargeKind, PaymentIntentId, PaymentIntentKind, RefundId, RefundKind};
 use snakepay_domain::refund::{self, NewRefund, RefundReason};
-use snakepay_http::{ApiError, MetadataUpdate, RequestIdExt, StripeParams, idempotency_key};
+use snakepay_http::{ApiError, MetadataUpdate, RequestIdExt, StripeParams};
 use snakepay_store::refunds::{self, RefundRecord};
 use snakepay_store::{charges, events, intents, outbox};
 
 use crate::auth::Auth;
-use crate::idempotent::{self, Reply, WorkError};
+use crate::idempotent::{self, IdempotentPost, Reply, WorkError};
 use crate::objects;
 use crate::openapi::ApiRoutes;
 use crate::routes::common::{self, command_messages, now, owned_id};
@@ -68,17 +67,13 @@ async fn create(
     State(state): State<AppState>,
     auth: Auth,
     RequestIdExt(request_id): RequestIdExt,
-    headers: HeaderMap,
-    StripeParams(params): StripeParams,
+    IdempotentPost {
+        params,
+        key,
+        fingerprint,
+    }: IdempotentPost,
 ) -> Result<Response, ApiError> {
     auth.require_secret()?;
-    let key = idempotency_key(&headers)?;
-    let fingerprint = idempotent::fingerprint(
-        &state.fingerprint_key,
-        "POST",
-        "/v1/refunds",
-        &params.canonical(),
-    );
     let mut reader = params.reader();
     let intent = reader.string("payment_intent")?;
     let charge = reader.string("charge")?;

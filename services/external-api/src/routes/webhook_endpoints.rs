@@ -14,18 +14,16 @@
 
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
-use http::{HeaderMap, StatusCode};
+use http::StatusCode;
 use serde_json::{Value, json};
 use snakepay_domain::effects::EventType;
 use snakepay_domain::ids::{WebhookEndpointId, WebhookEndpointKind, fill_random};
-use snakepay_http::{
-    ApiError, MetadataUpdate, ParamReader, RequestIdExt, StripeParams, idempotency_key,
-};
+use snakepay_http::{ApiError, MetadataUpdate, ParamReader, RequestIdExt, StripeParams};
 use snakepay_store::intents::SealedColumns;
 use snakepay_store::webhook_endpoints::{self, EndpointStatus, WebhookEndpointRecord};
 
 use crate::auth::Auth;
-use crate::idempotent::{self, Reply, WorkError};
+use crate::idempotent::{self, IdempotentPost, Reply, WorkError};
 use crate::objects;
 use crate::openapi::ApiRoutes;
 use crate::routes::common::{self, now, owned_id};
@@ -273,17 +271,13 @@ async fn create(
     State(state): State<AppState>,
     auth: Auth,
     RequestIdExt(request_id): RequestIdExt,
-    headers: HeaderMap,
-    StripeParams(params): StripeParams,
+    IdempotentPost {
+        params,
+        key,
+        fingerprint,
+    }: IdempotentPost,
 ) -> Result<Response, ApiError> {
     auth.require_secret()?;
-    let key = idempotency_key(&headers)?;
-    let fingerprint = idempotent::fingerprint(
-        &state.fingerprint_key,
-        "POST",
-        LIST_URL,
-        &params.canonical(),
-    );
     let mut reader = params.reader();
     let url = endpoint_url(reader.required_string("url")?, auth.0.livemode)?;
     let enabled_events = enabled_events(&mut reader)?
@@ -415,17 +409,13 @@ async fn update(
     auth: Auth,
     Path(id): Path<String>,
     RequestIdExt(request_id): RequestIdExt,
-    headers: HeaderMap,
-    StripeParams(params): StripeParams,
+    IdempotentPost {
+        params,
+        key,
+        fingerprint,
+    }: IdempotentPost,
 ) -> Result<Response, ApiError> {
     auth.require_secret()?;
-    let key = idempotency_key(&headers)?;
-    let fingerprint = idempotent::fingerprint(
-        &state.fingerprint_key,
-        "POST",
-        &format!("{LIST_URL}/{id}"),
-        &params.canonical(),
-    );
     let mut reader = params.reader();
     let url = if reader.has("url") {
         Some(endpoint_url(
