@@ -321,6 +321,23 @@ async fn write_effects(
     Ok(snapshot)
 }
 
+/// The end of every change to an existing intent: save it, write what the
+/// transition produced, and answer with the intent as it now is.
+async fn save_and_answer(
+    mut tx: Transaction<'static, Postgres>,
+    auth: &Auth,
+    record: &mut IntentRecord,
+    effects: &Effects,
+    attempt: Option<NewAttempt>,
+    request_id: &str,
+    expand: &[String],
+) -> Result<(Transaction<'static, Postgres>, Reply), WorkError> {
+    intents::update(&mut tx, record).await?;
+    write_effects(&mut tx, auth, record, effects, attempt, request_id).await?;
+    let body = render(&mut tx, auth, record, expand).await?;
+    Ok((tx, Reply::ok(&body)?))
+}
+
 /// The intent's JSON with `expand[]` applied.
 async fn render(
     conn: &mut PgConnection,
@@ -720,10 +737,16 @@ async fn update(
             if let Some(suffix) = &input.statement_descriptor_suffix {
                 record.statement_descriptor_suffix = suffix.clone();
             }
-            intents::update(&mut tx, &mut record).await?;
-            write_effects(&mut tx, auth, &record, &effects, None, request_id).await?;
-            let body = render(&mut tx, auth, &record, &input.expand).await?;
-            Ok((tx, Reply::ok(&body)?))
+            save_and_answer(
+                tx,
+                auth,
+                &mut record,
+                &effects,
+                None,
+                request_id,
+                &input.expand,
+            )
+            .await
         }
     })
     .await)
@@ -798,11 +821,17 @@ async fn confirm(
             if receipt_email.is_some() {
                 record.receipt_email = receipt_email.clone();
             }
-            intents::update(&mut tx, &mut record).await?;
             let attempt_row = attempt_row(&record, attempt, charge, auth);
-            write_effects(&mut tx, auth, &record, &t.effects, attempt_row, request_id).await?;
-            let body = render(&mut tx, auth, &record, expand).await?;
-            Ok((tx, Reply::ok(&body)?))
+            save_and_answer(
+                tx,
+                auth,
+                &mut record,
+                &t.effects,
+                attempt_row,
+                request_id,
+                expand,
+            )
+            .await
         }
     })
     .await)
@@ -859,10 +888,7 @@ async fn simple_transition(
                 }
             })?;
             record.intent = t.intent;
-            intents::update(&mut tx, &mut record).await?;
-            write_effects(&mut tx, auth, &record, &t.effects, None, request_id).await?;
-            let body = render(&mut tx, auth, &record, expand).await?;
-            Ok((tx, Reply::ok(&body)?))
+            save_and_answer(tx, auth, &mut record, &t.effects, None, request_id, expand).await
         }
     })
     .await)

@@ -416,23 +416,8 @@ async fn a_database_failure_is_a_500_api_error_that_reveals_nothing() {
 
 #[tokio::test]
 async fn an_unknown_setting_in_the_services_own_section_is_refused() {
-    let toml = r#"
-        [region]
-        code = "eu-1"
-        number = 1
-        public_api_url = "http://127.0.0.1"
-        [database]
-        control_url = "postgres://localhost/c"
-        shard_urls = ["postgres://localhost/s"]
-        [api_keys]
-        hash_secret_base64 = "c25ha2VwYXktbG9jYWwtZGV2ZWxvcG1lbnQtb25seS1rZXktaGFzaC1zZWNyZXQ="
-        [vault]
-        key_ring_path = "/tmp/none.json"
-        [external_api]
-        listen_addr = "127.0.0.1:0"
-        rate_limit_tset_per_second = 5
-    "#;
-    let error = snakepay_config::from_toml_str::<snakepay_external_api::ExternalApiConfig>(toml)
+    let toml = crate::support::minimal_config_toml("rate_limit_tset_per_second = 5");
+    let error = snakepay_config::from_toml_str::<snakepay_external_api::ExternalApiConfig>(&toml)
         .unwrap_err();
     assert!(
         error.to_string().contains("rate_limit_tset_per_second"),

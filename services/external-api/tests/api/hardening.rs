@@ -320,25 +320,7 @@ async fn capture_errors_name_amount_to_capture() {
 
 #[tokio::test]
 async fn a_request_timeout_longer_than_the_key_lock_is_refused_at_start_up() {
-    let toml = format!(
-        r#"
-        [region]
-        code = "eu-1"
-        number = 1
-        public_api_url = "http://127.0.0.1"
-        [database]
-        control_url = "postgres://localhost/c"
-        shard_urls = ["postgres://localhost/s"]
-        [api_keys]
-        hash_secret_base64 = "{}"
-        [vault]
-        key_ring_path = "/tmp/none.json"
-        [external_api]
-        listen_addr = "127.0.0.1:0"
-        request_timeout_ms = 120000
-        "#,
-        crate::support::HASH_SECRET_BASE64
-    );
+    let toml = crate::support::minimal_config_toml("request_timeout_ms = 120000");
     let error = snakepay_config::from_toml_str::<snakepay_external_api::ExternalApiConfig>(&toml)
         .unwrap_err();
     assert_eq!(

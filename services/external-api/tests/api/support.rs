@@ -241,6 +241,30 @@ impl TestApi {
     }
 }
 
+/// A complete External API configuration that needs no running database,
+/// for tests of start-up validation; `external_api_extra` adds TOML lines to
+/// the service's own section.
+pub fn minimal_config_toml(external_api_extra: &str) -> String {
+    format!(
+        r#"
+        [region]
+        code = "eu-1"
+        number = 1
+        public_api_url = "http://127.0.0.1"
+        [database]
+        control_url = "postgres://localhost/c"
+        shard_urls = ["postgres://localhost/s"]
+        [api_keys]
+        hash_secret_base64 = "{HASH_SECRET_BASE64}"
+        [vault]
+        key_ring_path = "/tmp/none.json"
+        [external_api]
+        listen_addr = "127.0.0.1:0"
+        {external_api_extra}
+        "#
+    )
+}
+
 pub fn encode(form: &[(&str, &str)]) -> String {
     form.iter()
         .map(|(k, v)| format!("{}={}", percent(k), percent(v)))
