@@ -13,6 +13,8 @@
 //!   the broker confirmed it, and an unroutable message is an error.
 //! - [`consumer`]: the consumer runner: bounded prefetch, explicit
 //!   ack/retry/reject after the handler returns, graceful shutdown.
+//! - [`reply`]: outcome replies from the integration service to the API
+//!   instance waiting for them, through per-instance reply queues.
 //! - [`relay`]: the outbox relay that moves committed outbox rows of every
 //!   shard to the broker and marks them only after the broker confirmed.
 //!
@@ -26,6 +28,7 @@ pub mod consumer;
 pub mod envelope;
 pub mod publisher;
 pub mod relay;
+pub mod reply;
 pub mod topology;
 
 use std::time::Duration;

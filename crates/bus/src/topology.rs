@@ -74,6 +74,11 @@ impl QueueSpec {
 
     /// The recorder's queue: every event (and the catch-all that keeps
     /// events routable, see the module header).
+    /// The merchant webhook dispatcher's copy of every event.
+    pub fn webhook_events() -> QueueSpec {
+        QueueSpec::new("webhooks.events", &[(ExchangeRole::Events, "event.#")])
+    }
+
     pub fn recorder_events() -> QueueSpec {
         QueueSpec::new("recorder.events", &[(ExchangeRole::Events, "event.#")])
     }
@@ -98,7 +103,7 @@ impl Topology {
     }
 
     pub fn from_config(config: &snakepay_config::sections::BrokerConfig) -> Topology {
-        Topology::new("", config.delivery_limit)
+        Topology::new(&config.topology_prefix, config.delivery_limit)
     }
 
     pub fn commands_exchange(&self) -> String {
@@ -142,6 +147,7 @@ impl Topology {
     pub fn standard_queues() -> Vec<QueueSpec> {
         vec![
             QueueSpec::integration_commands(),
+            QueueSpec::webhook_events(),
             QueueSpec::recorder_events(),
         ]
     }

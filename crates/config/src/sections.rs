@@ -179,13 +179,28 @@ pub struct BrokerConfig {
     /// Deliveries before a message goes to the dead-letter queue.
     #[serde(default = "defaults::delivery_limit")]
     pub delivery_limit: u32,
+    /// Put before every exchange and queue name. Empty in deployments; tests
+    /// give each run its own prefix so runs never share queues.
+    #[serde(default)]
+    pub topology_prefix: String,
 }
 
 impl Validate for BrokerConfig {
     fn validate(&self, prefix: &str) -> Result<(), ConfigError> {
         require_scheme(self.url.expose(), &["amqp", "amqps"], &key(prefix, "url"))?;
         in_range(self.prefetch, 1, 10_000, &key(prefix, "prefetch"))?;
-        in_range(self.delivery_limit, 1, 100, &key(prefix, "delivery_limit"))
+        in_range(self.delivery_limit, 1, 100, &key(prefix, "delivery_limit"))?;
+        let valid_prefix = self.topology_prefix.len() <= 64
+            && self.topology_prefix.bytes().all(|b| {
+                b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'-' | b'_')
+            });
+        if !valid_prefix {
+            return Err(ConfigError::invalid(
+                key(prefix, "topology_prefix"),
+                "must be at most 64 characters of a-z, 0-9, '.', '-' and '_'".to_owned(),
+            ));
+        }
+        Ok(())
     }
 }
 

@@ -1,6 +1,7 @@
 //! Events (`evt_…`): snapshots of objects at the moment something happened,
 //! written with the change itself and announced through the outbox.
 
+use snakepay_domain::effects::EventType;
 use snakepay_domain::ids::{EventId, MerchantId};
 use sqlx::{PgPool, Postgres, Row, Transaction};
 
@@ -17,6 +18,41 @@ pub struct EventRecord {
     pub object: serde_json::Value,
     pub request_id: Option<String>,
     pub created: i64,
+}
+
+/// Who an event belongs to and what caused it.
+#[derive(Debug, Clone, Copy)]
+pub struct EventSource<'a> {
+    pub merchant_id: MerchantId,
+    pub livemode: bool,
+    pub api_version: &'a str,
+    /// The API request that caused it; `None` for outcomes the integration
+    /// service commits.
+    pub request_id: Option<&'a str>,
+    pub created: i64,
+}
+
+/// One event per type, each with `snapshot` (the object as it now is).
+pub fn for_types(
+    source: EventSource<'_>,
+    types: &[EventType],
+    snapshot: &serde_json::Value,
+) -> anyhow::Result<Vec<EventRecord>> {
+    types
+        .iter()
+        .map(|event_type| {
+            Ok(EventRecord {
+                id: EventId::generate(source.merchant_id.region(), source.merchant_id.shard())?,
+                merchant_id: source.merchant_id,
+                livemode: source.livemode,
+                event_type: event_type.as_str().to_owned(),
+                api_version: source.api_version.to_owned(),
+                object: snapshot.clone(),
+                request_id: source.request_id.map(str::to_owned),
+                created: source.created,
+            })
+        })
+        .collect()
 }
 
 /// Writes the events and one outbox message per event (`event.<type>`).

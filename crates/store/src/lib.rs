@@ -17,7 +17,10 @@
 //! - [`customers`], [`events`]: customers; events written with their change.
 //! - [`refunds`]; [`charges`] (a view of attempts, not a table);
 //!   [`webhook_endpoints`] (with their sealed signing secrets).
-//! - [`outbox`]: messages for the broker, committed with the change.
+//! - [`outbox`]: messages for the broker, committed with the change, and
+//!   the payload of processor commands.
+//! - [`objects`]: the Stripe JSON of each object, for responses, event
+//!   snapshots and webhook bodies alike.
 //! - [`idempotency`]: claiming keys, storing and replaying responses, reaping.
 //! - [`testing`] (feature `testing`): a fresh set of databases per test,
 //!   cloned from migrated templates.
@@ -34,6 +37,7 @@ pub mod intents;
 pub mod ledger;
 pub mod merchants;
 pub mod migrate;
+pub mod objects;
 pub mod outbox;
 pub mod refunds;
 pub mod retry;

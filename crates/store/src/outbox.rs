@@ -2,6 +2,8 @@
 //! written in the same transaction as the state change they announce, and a
 //! relay publishes them afterwards. The broker is never the only copy.
 
+use snakepay_domain::effects::ProcessorCommand;
+use snakepay_domain::ids::MerchantId;
 use sqlx::{Postgres, Transaction};
 
 /// One message to publish.
@@ -10,6 +12,49 @@ pub struct OutboxMessage {
     /// E.g. `command.authorize`, `event.payment_intent.succeeded`.
     pub routing_key: String,
     pub payload: serde_json::Value,
+}
+
+/// The outbox message of a processor command (`command.<name>`), with what
+/// the integration service needs to find the payment, and the reply queue of
+/// the API instance waiting for the outcome, if one is.
+pub fn command_message(
+    merchant_id: MerchantId,
+    livemode: bool,
+    payment_intent: &str,
+    command: &ProcessorCommand,
+    reply_to: Option<&str>,
+) -> anyhow::Result<OutboxMessage> {
+    let name = match command {
+        ProcessorCommand::Authorize { .. } => "authorize",
+        ProcessorCommand::Capture { .. } => "capture",
+        ProcessorCommand::Void { .. } => "void",
+        ProcessorCommand::Refund { .. } => "refund",
+        ProcessorCommand::Inquire { .. } => "inquire",
+    };
+    let mut payload = serde_json::json!({
+        "merchant_id": merchant_id.to_string(),
+        "livemode": livemode,
+        "payment_intent": payment_intent,
+        "command": serde_json::to_value(command)?,
+    });
+    if let (Some(reply_to), Some(fields)) = (reply_to, payload.as_object_mut()) {
+        fields.insert("reply_to".to_owned(), reply_to.into());
+    }
+    Ok(OutboxMessage {
+        routing_key: format!("command.{name}"),
+        payload,
+    })
+}
+
+/// A command as the integration service reads it from a message.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+pub struct CommandPayload {
+    pub merchant_id: MerchantId,
+    pub livemode: bool,
+    pub payment_intent: String,
+    pub command: ProcessorCommand,
+    #[serde(default)]
+    pub reply_to: Option<String>,
 }
 
 /// True for routing keys the relay can route: the first segment names the

@@ -10,7 +10,6 @@
 //! - `idempotent.rs`: POSTs under Stripe's idempotency rules, the response
 //!   stored in the same transaction as the change.
 //! - `cards.rs`: tokenizing card details into the vault.
-//! - `objects.rs`: the Stripe JSON of each object (responses and events).
 //! - `routes/`: one module per resource; `openapi.rs`: the document,
 //!   generated from the same route registrations.
 //!
@@ -22,7 +21,6 @@ pub mod config;
 mod auth;
 mod cards;
 mod idempotent;
-mod objects;
 mod openapi;
 mod rate_limit;
 mod routes;

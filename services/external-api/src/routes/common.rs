@@ -1,13 +1,12 @@
 //! Helpers every route uses: IDs from paths and parameters, list paging,
 //! `expand[]`, and turning a transition's effects into rows.
 
-use serde_json::json;
-use snakepay_domain::effects::{Effects, ProcessorCommand};
-use snakepay_domain::ids::{EventId, Id, IdKind};
+use snakepay_domain::effects::Effects;
+use snakepay_domain::ids::{Id, IdKind};
 use snakepay_http::{ApiError, Param, ParamReader};
-use snakepay_store::events::EventRecord;
+use snakepay_store::events::{EventRecord, EventSource};
 use snakepay_store::intents::ListQuery;
-use snakepay_store::outbox::OutboxMessage;
+use snakepay_store::outbox::{self, OutboxMessage};
 
 use crate::auth::Auth;
 use crate::state::AppState;
@@ -181,27 +180,17 @@ pub fn events(
     snapshot: &serde_json::Value,
     request_id: &str,
 ) -> anyhow::Result<Vec<EventRecord>> {
-    let context = &auth.0;
-    effects
-        .events
-        .iter()
-        .map(|event_type| {
-            Ok(EventRecord {
-                id: EventId::generate(context.merchant_id.region(), context.shard())?,
-                merchant_id: context.merchant_id,
-                livemode: context.livemode,
-                event_type: event_type.as_str().to_owned(),
-                api_version: snakepay_http::API_VERSION.to_owned(),
-                object: snapshot.clone(),
-                request_id: Some(request_id.to_owned()),
-                created: now(),
-            })
-        })
-        .collect()
+    let source = EventSource {
+        merchant_id: auth.0.merchant_id,
+        livemode: auth.0.livemode,
+        api_version: snakepay_http::API_VERSION,
+        request_id: Some(request_id),
+        created: now(),
+    };
+    snakepay_store::events::for_types(source, &effects.events, snapshot)
 }
 
-/// Outbox messages for the processor commands in `effects`, with what the
-/// integration service needs to find the payment.
+/// Outbox messages for the processor commands in `effects`.
 pub fn command_messages(
     auth: &Auth,
     payment_intent: &str,
@@ -211,22 +200,13 @@ pub fn command_messages(
         .commands
         .iter()
         .map(|command| {
-            let name = match command {
-                ProcessorCommand::Authorize { .. } => "authorize",
-                ProcessorCommand::Capture { .. } => "capture",
-                ProcessorCommand::Void { .. } => "void",
-                ProcessorCommand::Refund { .. } => "refund",
-                ProcessorCommand::Inquire { .. } => "inquire",
-            };
-            Ok(OutboxMessage {
-                routing_key: format!("command.{name}"),
-                payload: json!({
-                    "merchant_id": auth.0.merchant_id.to_string(),
-                    "livemode": auth.0.livemode,
-                    "payment_intent": payment_intent,
-                    "command": serde_json::to_value(command)?,
-                }),
-            })
+            outbox::command_message(
+                auth.0.merchant_id,
+                auth.0.livemode,
+                payment_intent,
+                command,
+                None,
+            )
         })
         .collect()
 }

@@ -12,10 +12,10 @@ use snakepay_store::events;
 
 use crate::auth::Auth;
 use crate::idempotent::{self, IdempotentPost, Reply};
-use crate::objects;
 use crate::openapi::ApiRoutes;
 use crate::routes::common::{self, now, owned_id};
 use crate::state::AppState;
+use snakepay_store::objects;
 
 const ADDRESS_FIELDS: &[&str] = &["city", "country", "line1", "line2", "postal_code", "state"];
 

@@ -8,10 +8,10 @@ use snakepay_http::{ApiError, StripeParams};
 use snakepay_store::events;
 
 use crate::auth::Auth;
-use crate::objects;
 use crate::openapi::ApiRoutes;
 use crate::routes::common::{self, owned_id};
 use crate::state::AppState;
+use snakepay_store::objects;
 
 pub fn routes(api: ApiRoutes) -> ApiRoutes {
     api.get(

@@ -30,10 +30,10 @@ use subtle::ConstantTimeEq;
 use crate::auth::Auth;
 use crate::cards::{self, CardInput, ParsedCard};
 use crate::idempotent::{self, IdempotentPost, Reply, WorkError};
-use crate::objects;
 use crate::openapi::ApiRoutes;
 use crate::routes::common::{self, command_messages, expansions, now, owned_id};
 use crate::state::AppState;
+use snakepay_store::objects;
 
 const OBJECT: &str = "payment_intent";
 const EXPANDABLE: &[&str] = &["customer", "latest_charge"];

@@ -11,11 +11,11 @@ use snakepay_store::{charges, events, intents, outbox};
 
 use crate::auth::Auth;
 use crate::idempotent::{self, IdempotentPost, Reply, WorkError};
-use crate::objects;
 use crate::openapi::ApiRoutes;
 use crate::routes::common::{self, command_messages, now, owned_id};
 use crate::routes::payment_intents::{lock_intent, transition_error};
 use crate::state::AppState;
+use snakepay_store::objects;
 
 const REASONS: &[(&str, RefundReason)] = &[
     ("duplicate", RefundReason::Duplicate),

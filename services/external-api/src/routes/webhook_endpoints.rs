@@ -24,10 +24,10 @@ use snakepay_store::webhook_endpoints::{self, EndpointStatus, WebhookEndpointRec
 
 use crate::auth::Auth;
 use crate::idempotent::{self, IdempotentPost, Reply, WorkError};
-use crate::objects;
 use crate::openapi::ApiRoutes;
 use crate::routes::common::{self, now, owned_id};
 use crate::state::AppState;
+use snakepay_store::objects;
 
 const OBJECT: &str = "webhook_endpoint";
 const LIST_URL: &str = "/v1/webhook_endpoints";

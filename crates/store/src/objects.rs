@@ -1,13 +1,15 @@
-//! Stripe JSON representations of our records: what responses and event
-//! snapshots contain. One function per object, so both agree.
+//! Stripe JSON representations of our records: what API responses, event
+//! snapshots and webhook bodies contain. One function per object, shared by
+//! the External API and the integration service (which writes the events of
+//! the outcomes it commits), so an object looks the same wherever it is seen.
 
+use crate::charges::ChargeView;
+use crate::customers::CustomerRecord;
+use crate::events::EventRecord;
+use crate::intents::IntentRecord;
+use crate::refunds::RefundRecord;
 use serde_json::{Value, json};
 use snakepay_domain::payment_intent::{CardErrorCode, NextAction, PaymentError};
-use snakepay_store::charges::ChargeView;
-use snakepay_store::customers::CustomerRecord;
-use snakepay_store::events::EventRecord;
-use snakepay_store::intents::IntentRecord;
-use snakepay_store::refunds::RefundRecord;
 
 fn enum_text<T: serde::Serialize>(value: &T) -> Value {
     serde_json::to_value(value).unwrap_or(Value::Null)
