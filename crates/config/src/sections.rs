@@ -303,7 +303,7 @@ impl Validate for TelemetryConfig {
     }
 }
 
-fn require_scheme(url: &Url, schemes: &[&str], key: &str) -> Result<(), ConfigError> {
+pub fn require_scheme(url: &Url, schemes: &[&str], key: &str) -> Result<(), ConfigError> {
     if schemes.contains(&url.scheme()) {
         Ok(())
     } else {
@@ -318,7 +318,7 @@ fn require_scheme(url: &Url, schemes: &[&str], key: &str) -> Result<(), ConfigEr
     }
 }
 
-fn in_range<T: PartialOrd + std::fmt::Display>(
+pub fn in_range<T: PartialOrd + std::fmt::Display>(
     value: T,
     min: T,
     max: T,

@@ -94,6 +94,8 @@ pub async fn record(
                 "merchant_id": e.merchant_id.to_string(),
                 "livemode": e.livemode,
                 "type": e.event_type,
+                "object_id": e.object.get("id").and_then(serde_json::Value::as_str),
+                "created": e.created,
             }),
         })
         .collect();

@@ -204,7 +204,7 @@ pub async fn update(
              authorized_attempt_id = $14, pending = $15, last_payment_error = $16, next_action = $17,
              cancellation_reason = $18, canceled_at = $19, capture_before = $20, description = $21,
              metadata = $22, receipt_email = $23, return_url = $24, statement_descriptor = $25,
-             statement_descriptor_suffix = $26, version = version + 1
+             statement_descriptor_suffix = $26, version = version + 1, updated_at = now()
          where id = $1 returning version",
     )
     .bind(record.intent.id.to_string())
@@ -505,4 +505,40 @@ pub async fn find_card(
             customer,
         },
     ))
+}
+
+/// Intents of any merchant whose status is `processing` or `requires_action`
+/// and whose last change is older than `age_seconds`: the reconciler's
+/// work list (an unknown processor outcome, a lost 3-D Secure notification).
+pub async fn stale_in_flight(
+    pool: &PgPool,
+    age_seconds: f64,
+    limit: i64,
+) -> anyhow::Result<Vec<IntentRecord>> {
+    let rows = sqlx::query(&format!(
+        "select {COLUMNS} from payment_intents
+         where status in ('processing', 'requires_action')
+           and updated_at < now() - make_interval(secs => $1)
+         order by updated_at limit $2"
+    ))
+    .bind(age_seconds)
+    .bind(limit)
+    .fetch_all(pool)
+    .await?;
+    rows.iter().map(record_from_row).collect()
+}
+
+/// An intent by ID alone, for the integration service acting on a
+/// processor notification (which names the attempt, not the merchant).
+pub async fn load_by_id(
+    pool: &PgPool,
+    id: PaymentIntentId,
+) -> anyhow::Result<Option<IntentRecord>> {
+    let row = sqlx::query(&format!(
+        "select {COLUMNS} from payment_intents where id = $1"
+    ))
+    .bind(id.to_string())
+    .fetch_optional(pool)
+    .await?;
+    row.as_ref().map(record_from_row).transpose()
 }

@@ -15,6 +15,9 @@
 //! - [`intents`]: PaymentIntents, attempts and tokenized cards; the list
 //!   pagination shared by every list.
 //! - [`customers`], [`events`]: customers; events written with their change.
+//! - [`attempts`]: what the integration service reads and records of a
+//!   payment attempt (sealed card, processor reference, outcome).
+//! - [`effects`]: writing a transition's events, commands and journal.
 //! - [`refunds`]; [`charges`] (a view of attempts, not a table);
 //!   [`webhook_endpoints`] (with their sealed signing secrets).
 //! - [`outbox`]: messages for the broker, committed with the change, and
@@ -29,8 +32,10 @@
 //! in one transaction (DESIGN.md §4); the repositories take a transaction
 //! rather than a pool where they write, so callers compose them.
 
+pub mod attempts;
 pub mod charges;
 pub mod customers;
+pub mod effects;
 pub mod events;
 pub mod idempotency;
 pub mod intents;

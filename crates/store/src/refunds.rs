@@ -91,12 +91,14 @@ pub async fn update_outcome(
     tx: &mut Transaction<'_, Postgres>,
     refund: &Refund,
 ) -> anyhow::Result<()> {
-    sqlx::query("update refunds set status = $2, failure_reason = $3 where id = $1")
-        .bind(refund.id.to_string())
-        .bind(refund.status.as_str())
-        .bind(&refund.failure_reason)
-        .execute(&mut **tx)
-        .await?;
+    sqlx::query(
+        "update refunds set status = $2, failure_reason = $3, updated_at = now() where id = $1",
+    )
+    .bind(refund.id.to_string())
+    .bind(refund.status.as_str())
+    .bind(&refund.failure_reason)
+    .execute(&mut **tx)
+    .await?;
     Ok(())
 }
 
@@ -141,4 +143,48 @@ pub async fn list(
         .map(from_row)
         .collect::<anyhow::Result<Vec<_>>>()?;
     Ok(finish_page(items, query.limit, backwards))
+}
+
+/// Loads a refund, locking its row until the transaction ends. Callers lock
+/// the intent first (the order every writer uses), then the refund.
+pub async fn load_for_update(
+    tx: &mut Transaction<'_, Postgres>,
+    id: RefundId,
+) -> anyhow::Result<Option<RefundRecord>> {
+    let row = sqlx::query(&format!(
+        "select {COLUMNS} from refunds where id = $1 for update"
+    ))
+    .bind(id.to_string())
+    .fetch_optional(&mut **tx)
+    .await?;
+    row.as_ref().map(from_row).transpose()
+}
+
+/// A refund by ID alone, for the integration service (which is told the
+/// merchant by the command and checks it).
+pub async fn load(pool: &PgPool, id: RefundId) -> anyhow::Result<Option<RefundRecord>> {
+    let row = sqlx::query(&format!("select {COLUMNS} from refunds where id = $1"))
+        .bind(id.to_string())
+        .fetch_optional(pool)
+        .await?;
+    row.as_ref().map(from_row).transpose()
+}
+
+/// Refunds still `pending` whose last change is older than `age_seconds`:
+/// their processor outcome was unknown, and the reconciler asks again.
+pub async fn stale_pending(
+    pool: &PgPool,
+    age_seconds: f64,
+    limit: i64,
+) -> anyhow::Result<Vec<RefundRecord>> {
+    let rows = sqlx::query(&format!(
+        "select {COLUMNS} from refunds
+         where status = 'pending' and updated_at < now() - make_interval(secs => $1)
+         order by updated_at limit $2"
+    ))
+    .bind(age_seconds)
+    .bind(limit)
+    .fetch_all(pool)
+    .await?;
+    rows.iter().map(from_row).collect()
 }

@@ -1,0 +1,191 @@
+//! Payment attempts as the integration service sees them: the card to send,
+//! the processor's reference, and the outcome to record. (The External API
+//! inserts attempts with [`crate::intents::insert_attempt`].)
+
+use snakepay_domain::ids::{AttemptId, MerchantId, PaymentIntentId, PaymentMethodId};
+use snakepay_domain::payment_intent::PaymentError;
+use sqlx::{PgExecutor, PgPool, Postgres, Row, Transaction};
+
+use crate::intents::SealedColumns;
+
+/// What a processor call needs from an attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttemptRow {
+    pub id: AttemptId,
+    pub payment_intent: PaymentIntentId,
+    pub merchant_id: MerchantId,
+    pub payment_method: PaymentMethodId,
+    pub status: String,
+    /// The processor's ID of the authorization, once a definite answer
+    /// named it.
+    pub processor_reference: Option<String>,
+}
+
+pub async fn find(
+    executor: impl PgExecutor<'_>,
+    id: AttemptId,
+) -> anyhow::Result<Option<AttemptRow>> {
+    let row = sqlx::query(
+        "select payment_intent_id, merchant_id, payment_method_id, status, processor_reference
+         from payment_attempts where id = $1",
+    )
+    .bind(id.to_string())
+    .fetch_optional(executor)
+    .await?;
+    let Some(row) = row else {
+        return Ok(None);
+    };
+    Ok(Some(AttemptRow {
+        id,
+        payment_intent: PaymentIntentId::parse(&row.try_get::<String, _>("payment_intent_id")?)?,
+        merchant_id: MerchantId::parse(&row.try_get::<String, _>("merchant_id")?)?,
+        payment_method: PaymentMethodId::parse(&row.try_get::<String, _>("payment_method_id")?)?,
+        status: row.try_get("status")?,
+        processor_reference: row.try_get("processor_reference")?,
+    }))
+}
+
+/// The attempt's status after a definite authorization answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttemptStatus {
+    RequiresAction,
+    Approved,
+    Declined,
+    Superseded,
+}
+
+impl AttemptStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AttemptStatus::RequiresAction => "requires_action",
+            AttemptStatus::Approved => "approved",
+            AttemptStatus::Declined => "declined",
+            AttemptStatus::Superseded => "superseded",
+        }
+    }
+}
+
+/// Records a definite authorization answer on the attempt.
+pub async fn record_authorization(
+    tx: &mut Transaction<'_, Postgres>,
+    id: AttemptId,
+    status: AttemptStatus,
+    processor_reference: Option<&str>,
+    error: Option<&PaymentError>,
+) -> anyhow::Result<()> {
+    let failure_code = error
+        .map(|e| serde_json::to_value(e.code))
+        .transpose()?
+        .and_then(|v| v.as_str().map(str::to_owned));
+    sqlx::query(
+        "update payment_attempts set status = $2,
+             processor_reference = coalesce($3, processor_reference),
+             failure_code = $4, decline_code = $5, failure_message = $6
+         where id = $1",
+    )
+    .bind(id.to_string())
+    .bind(status.as_str())
+    .bind(processor_reference)
+    .bind(failure_code)
+    .bind(error.and_then(|e| e.decline_code.clone()))
+    .bind(error.map(|e| e.message.clone()))
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Remembers the processor's authorization ID (learnt from an inquiry or a
+/// notification) without changing the attempt's status.
+pub async fn set_processor_reference(
+    pool: &PgPool,
+    id: AttemptId,
+    processor_reference: &str,
+) -> anyhow::Result<()> {
+    sqlx::query(
+        "update payment_attempts set processor_reference = $2
+         where id = $1 and processor_reference is null",
+    )
+    .bind(id.to_string())
+    .bind(processor_reference)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// The sealed card of a payment method: the PAN, and the CVC unless it was
+/// already deleted after an authorization.
+#[derive(Debug, Clone)]
+pub struct SealedCard {
+    pub exp_month: i16,
+    pub exp_year: i16,
+    pub pan: SealedColumns,
+    pub cvc: Option<SealedColumns>,
+}
+
+pub async fn sealed_card(
+    executor: impl PgExecutor<'_>,
+    id: PaymentMethodId,
+) -> anyhow::Result<Option<SealedCard>> {
+    let row = sqlx::query(
+        "select exp_month, exp_year, pan_key_id, pan_wrapped_key, pan_ciphertext,
+                cvc_key_id, cvc_wrapped_key, cvc_ciphertext
+         from payment_methods where id = $1",
+    )
+    .bind(id.to_string())
+    .fetch_optional(executor)
+    .await?;
+    let Some(row) = row else {
+        return Ok(None);
+    };
+    let cvc = match (
+        row.try_get::<Option<String>, _>("cvc_key_id")?,
+        row.try_get::<Option<Vec<u8>>, _>("cvc_wrapped_key")?,
+        row.try_get::<Option<Vec<u8>>, _>("cvc_ciphertext")?,
+    ) {
+        (Some(key_id), Some(wrapped_key), Some(ciphertext)) => Some(SealedColumns {
+            key_id,
+            wrapped_key,
+            ciphertext,
+        }),
+        _ => None,
+    };
+    Ok(Some(SealedCard {
+        exp_month: row.try_get("exp_month")?,
+        exp_year: row.try_get("exp_year")?,
+        pan: SealedColumns {
+            key_id: row.try_get("pan_key_id")?,
+            wrapped_key: row.try_get("pan_wrapped_key")?,
+            ciphertext: row.try_get("pan_ciphertext")?,
+        },
+        cvc,
+    }))
+}
+
+/// Deletes the CVC once an authorization has a definite answer: PCI DSS
+/// 3.3.1 forbids keeping it after authorization.
+pub async fn forget_cvc(
+    tx: &mut Transaction<'_, Postgres>,
+    id: PaymentMethodId,
+) -> anyhow::Result<()> {
+    sqlx::query(
+        "update payment_methods set cvc_key_id = null, cvc_wrapped_key = null, cvc_ciphertext = null
+         where id = $1 and cvc_ciphertext is not null",
+    )
+    .bind(id.to_string())
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// The attempt whose authorization the processor calls `processor_reference`.
+pub async fn by_processor_reference(
+    pool: &PgPool,
+    processor_reference: &str,
+) -> anyhow::Result<Option<AttemptId>> {
+    let id: Option<String> =
+        sqlx::query_scalar("select id from payment_attempts where processor_reference = $1")
+            .bind(processor_reference)
+            .fetch_optional(pool)
+            .await?;
+    Ok(id.map(|id| AttemptId::parse(&id)).transpose()?)
+}

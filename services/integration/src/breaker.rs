@@ -1,0 +1,184 @@
+//! A circuit breaker per processor (DESIGN.md §8). After
+//! `failure_threshold` consecutive unknown outcomes the circuit opens and
+//! calls are refused without being sent, so a failing processor is not
+//! hammered and commands are not held up by timeouts; after `open_ms` one
+//! trial call is let through (half-open), and its outcome closes or re-opens
+//! the circuit. Refused calls leave the payment in flight for the
+//! reconciler, exactly like a timeout.
+
+use std::sync::{Arc, Mutex};
+
+/// Milliseconds on some monotonic scale; injected so tests control time.
+pub trait Clock: Send + Sync {
+    fn now_ms(&self) -> u64;
+}
+
+/// The process's monotonic clock.
+pub struct SystemClock {
+    start: std::time::Instant,
+}
+
+impl SystemClock {
+    pub fn shared() -> Arc<dyn Clock> {
+        Arc::new(SystemClock {
+            start: std::time::Instant::now(),
+        })
+    }
+}
+
+impl Clock for SystemClock {
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BreakerState {
+    Closed {
+        consecutive_failures: u32,
+    },
+    Open {
+        until_ms: u64,
+    },
+    /// One trial call is in flight.
+    HalfOpen,
+}
+
+pub struct Breaker {
+    state: Mutex<BreakerState>,
+    clock: Arc<dyn Clock>,
+    failure_threshold: u32,
+    open_ms: u64,
+}
+
+impl Breaker {
+    pub fn new(clock: Arc<dyn Clock>, failure_threshold: u32, open_ms: u64) -> Breaker {
+        Breaker {
+            state: Mutex::new(BreakerState::Closed {
+                consecutive_failures: 0,
+            }),
+            clock,
+            failure_threshold: failure_threshold.max(1),
+            open_ms,
+        }
+    }
+
+    /// May a call go out now? An open circuit whose time is up lets exactly
+    /// one caller through as the trial.
+    pub fn permit(&self) -> bool {
+        let now = self.clock.now_ms();
+        let mut state = self.lock();
+        match *state {
+            BreakerState::Closed { .. } => true,
+            BreakerState::Open { until_ms } if now >= until_ms => {
+                *state = BreakerState::HalfOpen;
+                tracing::info!("circuit half-open: sending a trial call");
+                true
+            }
+            BreakerState::Open { .. } | BreakerState::HalfOpen => false,
+        }
+    }
+
+    /// A definite answer (approved, declined, refused): the processor works.
+    pub fn record_success(&self) {
+        let mut state = self.lock();
+        if *state == BreakerState::HalfOpen {
+            tracing::info!("circuit closed");
+        }
+        *state = BreakerState::Closed {
+            consecutive_failures: 0,
+        };
+    }
+
+    /// An unknown outcome (timeout, 5xx, connection failure).
+    pub fn record_failure(&self) {
+        let now = self.clock.now_ms();
+        let mut state = self.lock();
+        let open = |state: &mut BreakerState| {
+            *state = BreakerState::Open {
+                until_ms: now.saturating_add(self.open_ms),
+            };
+        };
+        match *state {
+            BreakerState::Closed {
+                consecutive_failures,
+            } => {
+                let failures = consecutive_failures.saturating_add(1);
+                if failures >= self.failure_threshold {
+                    tracing::warn!(breaker.failures = failures, "circuit opened");
+                    open(&mut state);
+                } else {
+                    *state = BreakerState::Closed {
+                        consecutive_failures: failures,
+                    };
+                }
+            }
+            BreakerState::HalfOpen => {
+                tracing::warn!("trial call failed: circuit opened again");
+                open(&mut state);
+            }
+            BreakerState::Open { .. } => {}
+        }
+    }
+
+    pub fn state(&self) -> BreakerState {
+        *self.lock()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BreakerState> {
+        // A panic while holding this lock cannot leave the state invalid
+        // (every write is a whole value), so a poisoned lock is still usable.
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    use super::*;
+
+    struct TestClock(AtomicU64);
+
+    impl Clock for TestClock {
+        fn now_ms(&self) -> u64 {
+            self.0.load(Ordering::SeqCst)
+        }
+    }
+
+    #[test]
+    fn opens_after_the_threshold_then_lets_one_trial_through() {
+        let clock = Arc::new(TestClock(AtomicU64::new(0)));
+        let breaker = Breaker::new(clock.clone(), 3, 1_000);
+        for _ in 0..2 {
+            assert!(breaker.permit());
+            breaker.record_failure();
+        }
+        assert!(breaker.permit());
+        breaker.record_failure();
+        assert!(!breaker.permit(), "open after three failures");
+        clock.0.store(999, Ordering::SeqCst);
+        assert!(!breaker.permit());
+        clock.0.store(1_000, Ordering::SeqCst);
+        assert!(breaker.permit(), "one trial when the time is up");
+        assert!(!breaker.permit(), "only one");
+        breaker.record_failure();
+        assert!(!breaker.permit(), "a failed trial re-opens");
+        clock.0.store(2_000, Ordering::SeqCst);
+        assert!(breaker.permit());
+        breaker.record_success();
+        assert!(breaker.permit() && breaker.permit(), "closed again");
+    }
+
+    #[test]
+    fn a_success_resets_the_count() {
+        let clock = Arc::new(TestClock(AtomicU64::new(0)));
+        let breaker = Breaker::new(clock, 2, 1_000);
+        breaker.record_failure();
+        breaker.record_success();
+        breaker.record_failure();
+        assert!(breaker.permit());
+    }
+}

@@ -1,0 +1,92 @@
+//! Calls to a processor with the safety rules of DESIGN.md §8: the circuit
+//! breaker is asked first, an unknown outcome is retried only with the same
+//! idempotency key (the caller's closure sends the same request every
+//! time), a bounded number of times, after a capped exponential backoff with
+//! jitter. A definite answer is returned at once.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::breaker::Breaker;
+use crate::processor::{CallError, CallResult, Processor};
+
+pub struct Gateway {
+    pub processor: Arc<dyn Processor>,
+    pub breaker: Breaker,
+    pub attempts: u32,
+    pub backoff_ms: u64,
+    pub backoff_max_ms: u64,
+}
+
+impl Gateway {
+    /// Runs `call` until it gives a definite answer, the attempts are used
+    /// up, or the circuit is open. `operation` names it in logs.
+    pub async fn run<T, F, Fut>(&self, operation: &'static str, call: F) -> CallResult<T>
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = CallResult<T>>,
+    {
+        let processor = self.processor.name();
+        let mut attempt: u32 = 0;
+        loop {
+            attempt += 1;
+            if !self.breaker.permit() {
+                tracing::warn!(
+                    processor,
+                    processor.operation = operation,
+                    "circuit open; call not sent"
+                );
+                return Err(CallError::CircuitOpen(processor));
+            }
+            let started = std::time::Instant::now();
+            let result = call().await;
+            let latency_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+            match result {
+                Ok(answer) => {
+                    self.breaker.record_success();
+                    tracing::debug!(
+                        processor,
+                        processor.operation = operation,
+                        processor.latency_ms = latency_ms,
+                        "processor answered"
+                    );
+                    return Ok(answer);
+                }
+                Err(CallError::Unknown(reason)) => {
+                    self.breaker.record_failure();
+                    tracing::warn!(
+                        processor,
+                        processor.operation = operation,
+                        processor.attempt = attempt,
+                        processor.latency_ms = latency_ms,
+                        reason = %reason,
+                        "unknown processor outcome"
+                    );
+                    if attempt >= self.attempts {
+                        return Err(CallError::Unknown(reason));
+                    }
+                    tokio::time::sleep(Duration::from_millis(self.backoff(attempt))).await;
+                }
+                Err(other) => return Err(other),
+            }
+        }
+    }
+
+    /// "Equal jitter": half the capped exponential delay plus a random part
+    /// of the other half.
+    fn backoff(&self, attempt: u32) -> u64 {
+        let exponent = attempt.saturating_sub(1).min(20);
+        let ceiling = self
+            .backoff_ms
+            .saturating_mul(1_u64 << exponent)
+            .min(self.backoff_max_ms);
+        let half = ceiling / 2;
+        let mut random = [0_u8; 8];
+        let jitter = match getrandom::fill(&mut random) {
+            Ok(()) => u64::from_le_bytes(random) % (half + 1),
+            Err(_) => half,
+        };
+        half + jitter
+    }
+}

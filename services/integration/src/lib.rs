@@ -1,0 +1,176 @@
+//! Snakepay's Payment Processor Integration service: the only part that
+//! decrypts card data and talks to processors (DESIGN.md §5, §6, §8).
+//!
+//! # Layout
+//!
+//! - `lib.rs` (this file): [`start`] / [`run`] — wiring the tasks below, the
+//!   HTTP listener, graceful shutdown.
+//! - [`config`]: `[integration]` and the shared sections it reads.
+//! - [`pipeline`]: commands → processor calls → committed outcomes; the
+//!   same path serves commands, the reconciler and notifications.
+//! - [`processor`]: the `Processor` trait and its idempotency keys;
+//!   [`processor::sim`] is the processor simulator's client.
+//! - [`gateway`]: breaker check, bounded retries with the same key, backoff.
+//! - [`breaker`]: the circuit breaker per processor (with an injected clock).
+//! - [`egress`]: the outbound HTTP client: proxy, host allow-list, TLS.
+//! - [`reconciler`]: resolves payments left in flight by status inquiry.
+//! - `notifications`: the signed processor notification endpoint.
+//! - [`recorder`]: batch-writes event history from the broker.
+//! - `tasks`: the broker consumers, the outbox relay and the reconciler as
+//!   supervised background loops.
+
+pub mod breaker;
+pub mod config;
+pub mod egress;
+pub mod gateway;
+mod notifications;
+pub mod pipeline;
+pub mod processor;
+pub mod reconciler;
+pub mod recorder;
+mod tasks;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use snakepay_bus::Publisher;
+use snakepay_http::{Health, ReadinessCheck, ServerHandle, health_routes};
+use snakepay_store::Store;
+use snakepay_vault::{FileKeyProvider, Vault};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+pub use config::IntegrationConfig;
+
+use crate::breaker::{Breaker, SystemClock};
+use crate::egress::Egress;
+use crate::gateway::Gateway;
+use crate::pipeline::Pipeline;
+use crate::processor::sim::SimProcessor;
+
+/// The running service: its listener and its background tasks.
+pub struct RunningIntegration {
+    server: ServerHandle,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+    pipeline: Arc<Pipeline>,
+}
+
+impl RunningIntegration {
+    /// `http://<addr>` of the notification and health listener.
+    pub fn url(&self) -> String {
+        self.server.url()
+    }
+
+    pub fn pipeline(&self) -> &Arc<Pipeline> {
+        &self.pipeline
+    }
+
+    /// Stops taking work, lets in-flight handlers finish, and waits.
+    pub async fn shutdown(self) -> anyhow::Result<()> {
+        let _ = self.shutdown.send(true);
+        for task in self.tasks {
+            let _ = task.await;
+        }
+        self.server.shutdown().await?;
+        if let Some(publisher) = &self.pipeline.replies {
+            publisher.close().await;
+        }
+        self.pipeline.store.close().await;
+        Ok(())
+    }
+}
+
+/// Starts every part of the service in the background.
+pub async fn start(config: &IntegrationConfig) -> anyhow::Result<RunningIntegration> {
+    let section = &config.integration;
+    let store = Store::connect_lazy(&config.database)?;
+    let vault =
+        Vault::load(&FileKeyProvider::new(&config.vault.key_ring_path)).with_context(|| {
+            format!(
+                "loading the key ring {}",
+                config.vault.key_ring_path.display()
+            )
+        })?;
+    let egress = Egress::new(&section.egress)?;
+    let processor = SimProcessor::new(
+        section.processor_sim.base_url.clone(),
+        section.processor_sim.api_key.clone(),
+        egress,
+        Duration::from_millis(section.call_timeout_ms),
+    );
+    let gateway = Gateway {
+        processor: Arc::new(processor),
+        breaker: Breaker::new(
+            SystemClock::shared(),
+            section.breaker_failure_threshold,
+            section.breaker_open_ms,
+        ),
+        attempts: section.call_attempts,
+        backoff_ms: section.retry_backoff_ms,
+        backoff_max_ms: section.retry_backoff_max_ms,
+    };
+    let broker_url = config.broker.url.expose().to_string();
+    let replies = Publisher::connect(&broker_url)
+        .await
+        .context("connecting the reply publisher to the broker")?;
+    let pipeline = Arc::new(Pipeline {
+        store: store.clone(),
+        vault: Arc::new(vault),
+        gateway,
+        replies: Some(Arc::new(replies)),
+        api_version: snakepay_http::API_VERSION,
+    });
+
+    let (shutdown, stop) = watch::channel(false);
+    let tasks = tasks::spawn_all(config, Arc::clone(&pipeline), stop);
+
+    let readiness_store = store.clone();
+    let checks = vec![ReadinessCheck::new("postgres", move || {
+        let store = readiness_store.clone();
+        async move {
+            match store.ping().await {
+                Ok(()) => Health::ok(),
+                Err(error) => Health::down(format!("{error:#}")),
+            }
+        }
+    })];
+    let app = notifications::routes(
+        Arc::clone(&pipeline),
+        section.processor_sim.notification_secret.clone(),
+    )
+    .merge(health_routes(checks));
+    let grace = Duration::from_millis(section.http.shutdown_grace_ms);
+    let server = snakepay_http::spawn(section.http.listen_addr, app, grace).await?;
+    tracing::info!(http.addr = %server.addr(), "integration service listening");
+    Ok(RunningIntegration {
+        server,
+        shutdown,
+        tasks,
+        pipeline,
+    })
+}
+
+/// Runs until SIGTERM or SIGINT, then drains.
+pub async fn run(config: IntegrationConfig) -> anyhow::Result<()> {
+    init_logging(&config);
+    let running = start(&config).await?;
+    snakepay_http::shutdown_signal().await;
+    tracing::info!("shutdown requested");
+    running.shutdown().await?;
+    tracing::info!("integration service stopped");
+    Ok(())
+}
+
+fn init_logging(config: &IntegrationConfig) {
+    use snakepay_config::sections::LogFormat;
+    let filter = tracing_subscriber::EnvFilter::new(&config.telemetry.log_level);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match config.telemetry.log_format {
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        LogFormat::Pretty => builder.try_init(),
+    };
+}

@@ -1,0 +1,739 @@
+//! Turning processor commands into committed outcomes (DESIGN.md §5, steps 3
+//! and 5).
+//!
+//! Every operation runs in the same three steps, whoever starts it — a
+//! command from the broker, the reconciler, a processor notification:
+//!
+//! 1. **Is it still due?** Read the intent (or refund) and check that the
+//!    operation is the one pending. A redelivered or stale command stops here.
+//! 2. **Ask the processor** — without holding a row lock, so a slow
+//!    processor never blocks the API — with the operation's idempotency key
+//!    ([`crate::processor::keys`]), through the breaker and bounded retries.
+//!    The reconciler first inquires, and sends only what the processor
+//!    never performed.
+//! 3. **Commit a definite answer**: lock the intent, apply the domain
+//!    transition (which checks again that the operation is pending, so two
+//!    racing deliveries commit once), write status, attempt, events, outbox
+//!    commands and ledger lines in one transaction, then wake the API
+//!    instance waiting for it. An unknown answer commits nothing: the
+//!    payment stays in flight and the reconciler asks again later.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use snakepay_bus::Publisher;
+use snakepay_bus::reply::{OutcomeReply, send_reply};
+use snakepay_domain::Money;
+use snakepay_domain::ids::{AttemptId, MerchantId, PaymentIntentId, RefundId};
+use snakepay_domain::payment_intent::{
+    self, AuthorizationOutcome, CardErrorCode, IntentCommand, NextAction, PaymentError,
+    PaymentIntentStatus, PendingOperation, ProcessorOutcome,
+};
+use snakepay_domain::refund;
+use snakepay_store::attempts::{self, AttemptStatus};
+use snakepay_store::effects::{self, EffectContext};
+use snakepay_store::events::EventSource;
+use snakepay_store::intents::{self, IntentRecord};
+use snakepay_store::outbox::CommandPayload;
+use snakepay_store::refunds;
+use snakepay_store::{Store, retry};
+use snakepay_vault::{Expiry, SealedRecord, Vault};
+use sqlx::PgPool;
+
+use crate::gateway::Gateway;
+use crate::processor::{
+    Authorization, AuthorizeRequest, CallError, CallResult, CardDetails, Completion, Inquiry, keys,
+};
+
+/// How an operation reaches the processor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// A command: send it (a resend under the same key is a replay).
+    Send,
+    /// The reconciler: inquire first; send only if never performed.
+    InquireFirst,
+}
+
+pub struct Pipeline {
+    pub store: Store,
+    pub vault: Arc<Vault>,
+    pub gateway: Gateway,
+    /// For outcome replies; `None` when no API instance can be waiting.
+    pub replies: Option<Arc<Publisher>>,
+    pub api_version: &'static str,
+}
+
+/// Why a command could not be handled now (the message is retried).
+#[derive(Debug, thiserror::Error)]
+#[error(transparent)]
+pub struct Transient(#[from] anyhow::Error);
+
+impl Pipeline {
+    /// Executes one command. `Ok` means done or nothing to do (including an
+    /// unknown processor outcome, which the reconciler owns from here).
+    pub async fn execute(&self, payload: &CommandPayload) -> Result<(), Transient> {
+        use snakepay_domain::effects::{OperationRef, ProcessorCommand as C};
+        let intent_id = PaymentIntentId::parse(&payload.payment_intent)
+            .context("command names no valid payment intent")?;
+        let reply_to = payload.reply_to.as_deref();
+        match payload.command {
+            C::Authorize { attempt, .. } | C::Capture { attempt, .. } => {
+                self.drive_intent(
+                    payload.merchant_id,
+                    intent_id,
+                    Some(attempt),
+                    Mode::Send,
+                    reply_to,
+                )
+                .await?;
+            }
+            C::Void { attempt } => {
+                self.void(payload.merchant_id, intent_id, attempt, reply_to)
+                    .await?;
+            }
+            C::Refund { refund, .. } => {
+                self.drive_refund(payload.merchant_id, refund, Mode::Send, reply_to)
+                    .await?;
+            }
+            C::Inquire { operation } => match operation {
+                OperationRef::Refund { refund } => {
+                    self.drive_refund(payload.merchant_id, refund, Mode::InquireFirst, reply_to)
+                        .await?;
+                }
+                OperationRef::Authorize { attempt }
+                | OperationRef::Capture { attempt }
+                | OperationRef::Void { attempt } => {
+                    self.drive_intent(
+                        payload.merchant_id,
+                        intent_id,
+                        Some(attempt),
+                        Mode::InquireFirst,
+                        reply_to,
+                    )
+                    .await?;
+                }
+            },
+        }
+        Ok(())
+    }
+
+    fn pool(&self, merchant: MerchantId) -> anyhow::Result<&PgPool> {
+        Ok(self.store.shard(merchant.shard())?)
+    }
+
+    /// Moves the intent's pending operation forward: authorization, capture
+    /// or void. With `attempt`, only if the pending operation is that
+    /// attempt's (a command for an older attempt does nothing). An intent in
+    /// `requires_action` is asked about at the processor (the cardholder's
+    /// 3-D Secure answer).
+    pub async fn drive_intent(
+        &self,
+        merchant: MerchantId,
+        intent_id: PaymentIntentId,
+        attempt: Option<AttemptId>,
+        mode: Mode,
+        reply_to: Option<&str>,
+    ) -> anyhow::Result<()> {
+        let pool = self.pool(merchant)?;
+        let Some(record) = intents::load_by_id(pool, intent_id).await? else {
+            tracing::warn!(payment.id = %intent_id, "command for an unknown payment intent");
+            return Ok(());
+        };
+        if record.merchant_id != merchant {
+            tracing::warn!(payment.id = %intent_id, "command names another merchant's intent");
+            return Ok(());
+        }
+        let Some(pending) = record.intent.pending else {
+            return Ok(());
+        };
+        let pending_attempt = match pending {
+            PendingOperation::Authorize { attempt, .. }
+            | PendingOperation::Capture { attempt, .. }
+            | PendingOperation::Void { attempt, .. } => attempt,
+        };
+        if attempt.is_some_and(|a| a != pending_attempt) {
+            tracing::debug!(payment.id = %intent_id, "command no longer due");
+            return Ok(());
+        }
+        let attempt = pending_attempt;
+        let command = match pending {
+            PendingOperation::Authorize { capture, .. } => {
+                let answer = if record.intent.status == PaymentIntentStatus::RequiresAction {
+                    self.authentication_result(pool, attempt).await
+                } else {
+                    self.obtain_authorization(pool, &record, attempt, capture, mode)
+                        .await
+                };
+                let Some(answer) = settled(answer, intent_id) else {
+                    return Ok(());
+                };
+                return self
+                    .commit_authorization(pool, &record, attempt, answer, reply_to)
+                    .await;
+            }
+            PendingOperation::Capture { amount, .. } => {
+                let answer = self
+                    .obtain_completion(
+                        pool,
+                        attempt,
+                        keys::capture(attempt),
+                        mode,
+                        |reference, key| {
+                            let gateway = &self.gateway;
+                            async move {
+                                gateway
+                                    .run("capture", || {
+                                        gateway.processor.capture(&key, &reference, amount)
+                                    })
+                                    .await
+                            }
+                        },
+                    )
+                    .await;
+                let Some(answer) = settled(answer, intent_id) else {
+                    return Ok(());
+                };
+                IntentCommand::CaptureResult {
+                    attempt,
+                    outcome: processor_outcome(answer),
+                }
+            }
+            PendingOperation::Void { .. } => {
+                let answer = self.void_at_processor(pool, attempt, mode).await;
+                let Some(answer) = settled(answer, intent_id) else {
+                    return Ok(());
+                };
+                IntentCommand::VoidResult {
+                    attempt,
+                    outcome: processor_outcome(answer),
+                    now: snakepay_store::unix_now(),
+                }
+            }
+        };
+        self.commit_intent(pool, &record, command, reply_to).await
+    }
+
+    /// The authorization's answer: inquired first for the reconciler, sent
+    /// otherwise.
+    async fn obtain_authorization(
+        &self,
+        pool: &PgPool,
+        record: &IntentRecord,
+        attempt: AttemptId,
+        capture: bool,
+        mode: Mode,
+    ) -> CallResult<Authorization> {
+        let key = keys::authorize(attempt);
+        if mode == Mode::InquireFirst {
+            let gateway = &self.gateway;
+            match gateway
+                .run("inquire", || gateway.processor.inquire_authorization(&key))
+                .await?
+            {
+                Inquiry::Answered(answer) => return Ok(answer),
+                Inquiry::InProgress => {
+                    return Err(CallError::Unknown("authorization in progress".into()));
+                }
+                Inquiry::NeverPerformed => {}
+            }
+        }
+        let card = self
+            .card_for(pool, attempt)
+            .await
+            .map_err(|e| CallError::Unknown(format!("{e:#}")))?;
+        let reference = attempt.to_string();
+        let request = AuthorizeRequest {
+            idempotency_key: &key,
+            reference: &reference,
+            amount: record.intent.amount,
+            capture,
+            card: &card,
+            return_url: record.return_url.as_deref(),
+        };
+        let gateway = &self.gateway;
+        gateway
+            .run("authorize", || gateway.processor.authorize(&request))
+            .await
+    }
+
+    /// The cardholder's 3-D Secure answer, read from the authorization.
+    async fn authentication_result(
+        &self,
+        pool: &PgPool,
+        attempt: AttemptId,
+    ) -> CallResult<Authorization> {
+        let reference = self
+            .processor_reference(pool, attempt, Mode::Send)
+            .await?
+            .ok_or_else(|| CallError::Unknown("no authorization to ask about".into()))?;
+        let gateway = &self.gateway;
+        gateway
+            .run("status", || {
+                gateway.processor.authorization_status(&reference)
+            })
+            .await
+    }
+
+    /// Opens the attempt's card: only here, and only for the call.
+    async fn card_for(&self, pool: &PgPool, attempt: AttemptId) -> anyhow::Result<CardDetails> {
+        let row = attempts::find(pool, attempt)
+            .await?
+            .context("attempt not found")?;
+        let sealed = attempts::sealed_card(pool, row.payment_method)
+            .await?
+            .context("payment method not found")?;
+        let aad = row.payment_method.to_string();
+        let open = |columns: &snakepay_store::intents::SealedColumns| {
+            SealedRecord::from_parts(
+                columns.key_id.clone(),
+                columns.wrapped_key.clone(),
+                columns.ciphertext.clone(),
+            )
+        };
+        let pan = self
+            .vault
+            .open_pan(&open(&sealed.pan)?, aad.as_bytes())
+            .context("opening the card number")?;
+        let cvc = match &sealed.cvc {
+            Some(columns) => Some(
+                self.vault
+                    .open_cvc(&open(columns)?, aad.as_bytes())
+                    .context("opening the CVC")?,
+            ),
+            None => None,
+        };
+        let expiry = Expiry::new(
+            u32::try_from(sealed.exp_month).unwrap_or(0),
+            u32::try_from(sealed.exp_year).unwrap_or(0),
+        )
+        .context("stored expiry")?;
+        Ok(CardDetails { pan, expiry, cvc })
+    }
+
+    /// The processor's ID of the attempt's authorization: stored with its
+    /// first definite answer, or learnt by inquiry (and then stored).
+    async fn processor_reference(
+        &self,
+        pool: &PgPool,
+        attempt: AttemptId,
+        _mode: Mode,
+    ) -> CallResult<Option<String>> {
+        let row = attempts::find(pool, attempt)
+            .await
+            .map_err(|e| CallError::Unknown(format!("{e:#}")))?
+            .ok_or_else(|| CallError::Unknown("attempt not found".into()))?;
+        if let Some(reference) = row.processor_reference.filter(|r| !r.is_empty()) {
+            return Ok(Some(reference));
+        }
+        let key = keys::authorize(attempt);
+        let gateway = &self.gateway;
+        match gateway
+            .run("inquire", || gateway.processor.inquire_authorization(&key))
+            .await?
+        {
+            Inquiry::Answered(answer) => {
+                let reference = answer.processor_reference().to_owned();
+                if reference.is_empty() {
+                    return Ok(None);
+                }
+                if let Err(error) =
+                    attempts::set_processor_reference(pool, attempt, &reference).await
+                {
+                    tracing::warn!(error = %format!("{error:#}"), "could not store a processor reference");
+                }
+                Ok(Some(reference))
+            }
+            Inquiry::NeverPerformed => Ok(None),
+            Inquiry::InProgress => Err(CallError::Unknown("authorization in progress".into())),
+        }
+    }
+
+    /// A capture, void or refund: inquired first for the reconciler, then
+    /// sent with `send(processor_reference, key)`.
+    async fn obtain_completion<F, Fut>(
+        &self,
+        pool: &PgPool,
+        attempt: AttemptId,
+        key: String,
+        mode: Mode,
+        send: F,
+    ) -> CallResult<Completion>
+    where
+        F: FnOnce(String, String) -> Fut,
+        Fut: std::future::Future<Output = CallResult<Completion>>,
+    {
+        if mode == Mode::InquireFirst {
+            let gateway = &self.gateway;
+            match gateway
+                .run("inquire", || gateway.processor.inquire_completion(&key))
+                .await?
+            {
+                Inquiry::Answered(answer) => return Ok(answer),
+                Inquiry::InProgress => {
+                    return Err(CallError::Unknown("operation in progress".into()));
+                }
+                Inquiry::NeverPerformed => {}
+            }
+        }
+        let reference = self
+            .processor_reference(pool, attempt, mode)
+            .await?
+            .ok_or_else(|| {
+                CallError::Unknown("the authorization is unknown to the processor".into())
+            })?;
+        send(reference, key).await
+    }
+
+    async fn void_at_processor(
+        &self,
+        pool: &PgPool,
+        attempt: AttemptId,
+        mode: Mode,
+    ) -> CallResult<Completion> {
+        self.obtain_completion(
+            pool,
+            attempt,
+            keys::void(attempt),
+            mode,
+            |reference, key| {
+                let gateway = &self.gateway;
+                async move {
+                    gateway
+                        .run("void", || gateway.processor.void(&key, &reference))
+                        .await
+                }
+            },
+        )
+        .await
+    }
+
+    /// A void command: of the intent's pending void (cancel, expiry), or of
+    /// an attempt the intent no longer wants (superseded while waiting for
+    /// 3-D Secure, or approved after it was abandoned), which changes only
+    /// the attempt.
+    async fn void(
+        &self,
+        merchant: MerchantId,
+        intent_id: PaymentIntentId,
+        attempt: AttemptId,
+        reply_to: Option<&str>,
+    ) -> anyhow::Result<()> {
+        let pool = self.pool(merchant)?;
+        let Some(record) = intents::load_by_id(pool, intent_id).await? else {
+            return Ok(());
+        };
+        if matches!(record.intent.pending, Some(PendingOperation::Void { attempt: a, .. }) if a == attempt)
+        {
+            return self
+                .drive_intent(merchant, intent_id, Some(attempt), Mode::Send, reply_to)
+                .await;
+        }
+        if record.intent.authorized_attempt == Some(attempt) {
+            // The intent holds or captured this authorization: never release it.
+            tracing::warn!(payment.id = %intent_id, "void of the intent's own authorization ignored");
+            return Ok(());
+        }
+        let reference = match self.processor_reference(pool, attempt, Mode::Send).await {
+            Ok(Some(reference)) => reference,
+            // Never authorized: nothing is held.
+            Ok(None) => return Ok(()),
+            Err(error) => anyhow::bail!("cannot void a superseded attempt yet: {error}"),
+        };
+        let key = keys::void(attempt);
+        let gateway = &self.gateway;
+        match gateway
+            .run("void", || gateway.processor.void(&key, &reference))
+            .await
+        {
+            // Refused means it is not holding anything (declined, voided).
+            Ok(Completion::Done | Completion::Refused { .. }) => {
+                let mut tx = pool.begin().await?;
+                attempts::record_authorization(
+                    &mut tx,
+                    attempt,
+                    AttemptStatus::Superseded,
+                    None,
+                    None,
+                )
+                .await?;
+                tx.commit().await?;
+                Ok(())
+            }
+            Err(error) => anyhow::bail!("voiding a superseded attempt: {error}"),
+        }
+    }
+
+    /// Commits a definite authorization answer.
+    async fn commit_authorization(
+        &self,
+        pool: &PgPool,
+        loaded: &IntentRecord,
+        attempt: AttemptId,
+        answer: Authorization,
+        reply_to: Option<&str>,
+    ) -> anyhow::Result<()> {
+        let reference = Some(answer.processor_reference()).filter(|r| !r.is_empty());
+        let (outcome, status, error) = match &answer {
+            Authorization::Approved { .. } => (
+                AuthorizationOutcome::Approved,
+                AttemptStatus::Approved,
+                None,
+            ),
+            Authorization::Declined { error, .. } => (
+                AuthorizationOutcome::Declined(error.clone()),
+                AttemptStatus::Declined,
+                Some(error.clone()),
+            ),
+            Authorization::RequiresAction { url, .. } => (
+                AuthorizationOutcome::RequiresAction(NextAction::RedirectToUrl {
+                    url: url.clone(),
+                    return_url: loaded.return_url.clone(),
+                }),
+                AttemptStatus::RequiresAction,
+                None,
+            ),
+            Authorization::Voided { .. } => {
+                let error = PaymentError {
+                    code: CardErrorCode::AuthenticationRequired,
+                    decline_code: Some("authentication_required".into()),
+                    message: "The authorization was canceled before it completed.".into(),
+                };
+                (
+                    AuthorizationOutcome::Declined(error.clone()),
+                    AttemptStatus::Declined,
+                    Some(error),
+                )
+            }
+        };
+        let intent_id = loaded.intent.id;
+        let changed = retry::retry(|| async {
+            let mut tx = pool.begin().await?;
+            let mut record = intents::load_for_update(&mut tx, intent_id, loaded.merchant_id, loaded.livemode)
+                .await?
+                .context("intent vanished")?;
+            let applies = matches!(record.intent.pending, Some(PendingOperation::Authorize { attempt: a, .. }) if a == attempt);
+            let t = payment_intent::apply(
+                &record.intent,
+                IntentCommand::AuthorizationResult {
+                    attempt,
+                    outcome: outcome.clone(),
+                    now: snakepay_store::unix_now(),
+                },
+            )?;
+            let changed = t.intent != record.intent;
+            if !changed && t.effects.is_empty() {
+                return Ok::<bool, anyhow::Error>(false);
+            }
+            if changed {
+                record.intent = t.intent;
+                intents::update(&mut tx, &mut record).await?;
+            }
+            if applies {
+                attempts::record_authorization(&mut tx, attempt, status, reference, error.as_ref())
+                    .await?;
+                // Once the authorization is complete the CVC has served its
+                // purpose and must go (PCI DSS 3.3.1); a 3-D Secure challenge
+                // is not complete yet.
+                if status != AttemptStatus::RequiresAction
+                    && let Some(method) = attempts::find(&mut *tx, attempt).await?.map(|a| a.payment_method) {
+                    attempts::forget_cvc(&mut tx, method).await?;
+                }
+            }
+            effects::write(&mut tx, &record, None, &t.effects, self.context(&record, reply_to)).await?;
+            tx.commit().await?;
+            Ok(changed)
+        })
+        .await?;
+        if changed {
+            tracing::info!(payment.id = %intent_id, payment.attempt = %attempt, "authorization outcome committed");
+            self.reply(reply_to, intent_id, None).await;
+        }
+        Ok(())
+    }
+
+    /// Commits a capture or void answer.
+    async fn commit_intent(
+        &self,
+        pool: &PgPool,
+        loaded: &IntentRecord,
+        command: IntentCommand,
+        reply_to: Option<&str>,
+    ) -> anyhow::Result<()> {
+        let intent_id = loaded.intent.id;
+        let changed = retry::retry(|| async {
+            let mut tx = pool.begin().await?;
+            let mut record =
+                intents::load_for_update(&mut tx, intent_id, loaded.merchant_id, loaded.livemode)
+                    .await?
+                    .context("intent vanished")?;
+            let t = payment_intent::apply(&record.intent, command.clone())?;
+            if t.intent == record.intent && t.effects.is_empty() {
+                return Ok::<bool, anyhow::Error>(false);
+            }
+            record.intent = t.intent;
+            intents::update(&mut tx, &mut record).await?;
+            effects::write(
+                &mut tx,
+                &record,
+                None,
+                &t.effects,
+                self.context(&record, reply_to),
+            )
+            .await?;
+            tx.commit().await?;
+            Ok(true)
+        })
+        .await?;
+        if changed {
+            tracing::info!(payment.id = %intent_id, "processor outcome committed");
+            self.reply(reply_to, intent_id, None).await;
+        }
+        Ok(())
+    }
+
+    /// Moves a pending refund forward.
+    pub async fn drive_refund(
+        &self,
+        merchant: MerchantId,
+        refund_id: RefundId,
+        mode: Mode,
+        reply_to: Option<&str>,
+    ) -> anyhow::Result<()> {
+        let pool = self.pool(merchant)?;
+        let Some(record) = refunds::load(pool, refund_id).await? else {
+            tracing::warn!(refund.id = %refund_id, "command for an unknown refund");
+            return Ok(());
+        };
+        if record.merchant_id != merchant || record.refund.status != refund::RefundStatus::Pending {
+            return Ok(());
+        }
+        let amount: Money = record.refund.amount;
+        let reference = refund_id.to_string();
+        let answer = self
+            .obtain_completion(
+                pool,
+                record.refund.attempt,
+                keys::refund(refund_id),
+                mode,
+                |processor_reference, key| {
+                    let gateway = &self.gateway;
+                    let reference = &reference;
+                    async move {
+                        gateway
+                            .run("refund", || {
+                                gateway.processor.refund(
+                                    &key,
+                                    &processor_reference,
+                                    amount,
+                                    reference,
+                                )
+                            })
+                            .await
+                    }
+                },
+            )
+            .await;
+        let Some(answer) = settled(answer, record.refund.payment_intent) else {
+            return Ok(());
+        };
+        let outcome = processor_outcome(answer);
+        let intent_id = record.refund.payment_intent;
+        let changed = retry::retry(|| async {
+            let mut tx = pool.begin().await?;
+            let mut intent =
+                intents::load_for_update(&mut tx, intent_id, record.merchant_id, record.livemode)
+                    .await?
+                    .context("refund's intent vanished")?;
+            let mut refund_record = refunds::load_for_update(&mut tx, refund_id)
+                .await?
+                .context("refund vanished")?;
+            let t = refund::apply_outcome(&intent.intent, &refund_record.refund, outcome.clone())?;
+            if t.effects.is_empty() && t.refund == refund_record.refund {
+                return Ok::<bool, anyhow::Error>(false);
+            }
+            intent.intent = t.intent;
+            intents::update(&mut tx, &mut intent).await?;
+            refund_record.refund = t.refund;
+            refunds::update_outcome(&mut tx, &refund_record.refund).await?;
+            effects::write(
+                &mut tx,
+                &intent,
+                Some(&refund_record),
+                &t.effects,
+                self.context(&intent, reply_to),
+            )
+            .await?;
+            tx.commit().await?;
+            Ok(true)
+        })
+        .await?;
+        if changed {
+            tracing::info!(refund.id = %refund_id, "refund outcome committed");
+            self.reply(reply_to, intent_id, Some(refund_id)).await;
+        }
+        Ok(())
+    }
+
+    fn context<'a>(
+        &'a self,
+        record: &IntentRecord,
+        reply_to: Option<&'a str>,
+    ) -> EffectContext<'a> {
+        EffectContext {
+            source: EventSource {
+                merchant_id: record.merchant_id,
+                livemode: record.livemode,
+                api_version: self.api_version,
+                request_id: None,
+                created: snakepay_store::unix_now(),
+            },
+            reply_to,
+            description: "processor outcome",
+        }
+    }
+
+    /// Wakes the API instance waiting for this outcome, if any. A lost reply
+    /// only means that client sees `processing` and polls.
+    async fn reply(
+        &self,
+        reply_to: Option<&str>,
+        intent: PaymentIntentId,
+        refund: Option<RefundId>,
+    ) {
+        let (Some(publisher), Some(reply_to)) = (&self.replies, reply_to) else {
+            return;
+        };
+        let reply = OutcomeReply {
+            payment_intent: intent.to_string(),
+            refund: refund.map(|r| r.to_string()),
+        };
+        if let Err(error) = send_reply(publisher, reply_to, &reply).await {
+            tracing::debug!(error = %format!("{error:#}"), "outcome reply not delivered");
+        }
+    }
+}
+
+/// A definite answer, or `None` after logging why there is none yet.
+fn settled<T>(answer: CallResult<T>, intent: PaymentIntentId) -> Option<T> {
+    match answer {
+        Ok(answer) => Some(answer),
+        Err(error) => {
+            tracing::info!(payment.id = %intent, reason = %error, "outcome unknown; left for the reconciler");
+            None
+        }
+    }
+}
+
+fn processor_outcome(answer: Completion) -> ProcessorOutcome {
+    match answer {
+        Completion::Done => ProcessorOutcome::Succeeded,
+        Completion::Refused { code, message } => {
+            tracing::warn!(processor.error = %code, "processor refused the operation");
+            ProcessorOutcome::Failed(PaymentError {
+                code: CardErrorCode::ProcessingError,
+                decline_code: None,
+                message,
+            })
+        }
+    }
+}

@@ -1,0 +1,226 @@
+//! Every test card's lifecycle through the public API.
+
+use serde_json::Value;
+
+use crate::support::Pipeline;
+
+fn id(object: &Value) -> String {
+    object["id"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn every_test_card_reaches_its_outcome_through_the_public_api() {
+    let pipeline = Pipeline::start().await;
+    let merchant = pipeline.merchant().await;
+
+    let paid = pipeline
+        .pay(&merchant, "4242424242424242", 1_000, "automatic")
+        .await;
+    let paid = pipeline.settled(&merchant, &id(&paid)).await;
+    assert_eq!(paid["status"], "succeeded", "{paid}");
+    assert_eq!(paid["amount_received"], 1_000);
+
+    let declines = [
+        ("4000000000000002", "card_declined", "generic_decline"),
+        ("4000000000009995", "card_declined", "insufficient_funds"),
+        ("4000000000000069", "expired_card", "expired_card"),
+        ("4000000000000127", "incorrect_cvc", "incorrect_cvc"),
+        ("4000000000000119", "processing_error", "processing_error"),
+    ];
+    for (number, code, decline_code) in declines {
+        let intent = pipeline.pay(&merchant, number, 1_000, "automatic").await;
+        let intent = pipeline.settled(&merchant, &id(&intent)).await;
+        assert_eq!(
+            intent["status"], "requires_payment_method",
+            "{number}: {intent}"
+        );
+        assert_eq!(intent["last_payment_error"]["code"], code, "{number}");
+        assert_eq!(
+            intent["last_payment_error"]["decline_code"], decline_code,
+            "{number}"
+        );
+        assert_eq!(intent["amount_received"], 0);
+        // The customer tries again with a good card, on the same intent.
+        let (status, _) = pipeline
+            .post(
+                &merchant,
+                &format!("/v1/payment_intents/{}/confirm", id(&intent)),
+                &[("payment_method", "pm_card_visa")],
+            )
+            .await;
+        assert_eq!(status, 200);
+        let retried = pipeline.settled(&merchant, &id(&intent)).await;
+        assert_eq!(retried["status"], "succeeded", "{number} retry: {retried}");
+    }
+    pipeline.assert_invariants().await;
+}
+
+#[tokio::test]
+async fn a_three_d_secure_card_waits_for_the_challenge_and_then_succeeds() {
+    let pipeline = Pipeline::start().await;
+    let merchant = pipeline.merchant().await;
+    let intent = pipeline
+        .pay(&merchant, "4000002760003184", 2_500, "automatic")
+        .await;
+    let intent = pipeline.settled(&merchant, &id(&intent)).await;
+    assert_eq!(intent["status"], "requires_action", "{intent}");
+    let url = intent["next_action"]["redirect_to_url"]["url"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        intent["next_action"]["redirect_to_url"]["return_url"],
+        "https://shop.example/return"
+    );
+
+    // The cardholder completes the challenge on the simulator's page; its
+    // notification tells the integration service, which asks and commits.
+    let answer = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+        .post(&url)
+        .form(&[("result", "complete")])
+        .send()
+        .await
+        .unwrap();
+    assert!(answer.status().is_redirection() || answer.status().is_success());
+    let done = pipeline
+        .wait_for_intent(&merchant, &id(&intent), |i| i["status"] == "succeeded")
+        .await;
+    assert_eq!(done["amount_received"], 2_500);
+    pipeline.assert_invariants().await;
+}
+
+#[tokio::test]
+async fn manual_capture_of_part_releases_the_rest() {
+    let pipeline = Pipeline::start().await;
+    let merchant = pipeline.merchant().await;
+    let intent = pipeline
+        .pay(&merchant, "4242424242424242", 1_000, "manual")
+        .await;
+    let intent = pipeline.settled(&merchant, &id(&intent)).await;
+    assert_eq!(intent["status"], "requires_capture", "{intent}");
+    assert_eq!(intent["amount_capturable"], 1_000);
+
+    let (status, body) = pipeline
+        .post(
+            &merchant,
+            &format!("/v1/payment_intents/{}/capture", id(&intent)),
+            &[("amount_to_capture", "600")],
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let captured = pipeline.settled(&merchant, &id(&intent)).await;
+    assert_eq!(captured["status"], "succeeded");
+    assert_eq!(captured["amount_received"], 600);
+    assert_eq!(captured["amount_capturable"], 0);
+
+    let attempt = latest_attempt(&pipeline, &merchant, &id(&intent)).await;
+    let at_sim = pipeline.sim_authorizations_for(&attempt).await;
+    assert_eq!(at_sim.len(), 1);
+    assert_eq!(at_sim[0]["status"], "captured");
+    assert_eq!(at_sim[0]["amount_captured"], 600);
+    pipeline.assert_invariants().await;
+}
+
+#[tokio::test]
+async fn cancelling_an_uncaptured_payment_releases_the_authorization() {
+    let pipeline = Pipeline::start().await;
+    let merchant = pipeline.merchant().await;
+    let intent = pipeline
+        .pay(&merchant, "5555555555554444", 4_200, "manual")
+        .await;
+    let intent = pipeline.settled(&merchant, &id(&intent)).await;
+    assert_eq!(intent["status"], "requires_capture");
+
+    let (status, body) = pipeline
+        .post(
+            &merchant,
+            &format!("/v1/payment_intents/{}/cancel", id(&intent)),
+            &[("cancellation_reason", "requested_by_customer")],
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let canceled = pipeline.settled(&merchant, &id(&intent)).await;
+    assert_eq!(canceled["status"], "canceled", "{canceled}");
+    assert_eq!(canceled["cancellation_reason"], "requested_by_customer");
+    assert_eq!(canceled["amount_capturable"], 0);
+
+    let attempt = latest_attempt(&pipeline, &merchant, &id(&intent)).await;
+    let at_sim = pipeline.sim_authorizations_for(&attempt).await;
+    assert_eq!(at_sim.len(), 1);
+    assert_eq!(at_sim[0]["status"], "voided");
+    // The hold is released in the ledger too: nothing left authorized.
+    let held = pipeline
+        .scalar_i64(
+            merchant.id.shard(),
+            "select coalesce(sum(case when side = 'debit' then amount else -amount end), 0)::bigint
+             from journal_lines where account = 'authorized_funds'",
+        )
+        .await;
+    assert_eq!(held, 0);
+    pipeline.assert_invariants().await;
+}
+
+#[tokio::test]
+async fn partial_and_full_refunds_complete_and_then_nothing_is_left_to_refund() {
+    let pipeline = Pipeline::start().await;
+    let merchant = pipeline.merchant().await;
+    let intent = pipeline
+        .pay(&merchant, "4242424242424242", 1_000, "automatic")
+        .await;
+    let intent_id = id(&intent);
+    assert_eq!(
+        pipeline.settled(&merchant, &intent_id).await["status"],
+        "succeeded"
+    );
+
+    let (status, partial) = pipeline
+        .post(
+            &merchant,
+            "/v1/refunds",
+            &[("payment_intent", &intent_id), ("amount", "300")],
+        )
+        .await;
+    assert_eq!(status, 200, "{partial}");
+    assert_eq!(
+        pipeline.wait_for_refund(&merchant, &id(&partial)).await["status"],
+        "succeeded"
+    );
+
+    let (status, rest) = pipeline
+        .post(&merchant, "/v1/refunds", &[("payment_intent", &intent_id)])
+        .await;
+    assert_eq!(status, 200, "{rest}");
+    assert_eq!(rest["amount"], 700);
+    assert_eq!(
+        pipeline.wait_for_refund(&merchant, &id(&rest)).await["status"],
+        "succeeded"
+    );
+
+    let (status, refused) = pipeline
+        .post(&merchant, "/v1/refunds", &[("payment_intent", &intent_id)])
+        .await;
+    assert_eq!(status, 400);
+    assert_eq!(refused["error"]["code"], "charge_already_refunded");
+
+    let attempt = latest_attempt(&pipeline, &merchant, &intent_id).await;
+    let at_sim = pipeline.sim_authorizations_for(&attempt).await;
+    assert_eq!(at_sim[0]["amount_refunded"], 1_000);
+    pipeline.assert_invariants().await;
+}
+
+/// The attempt behind an intent's latest charge (the processor knows the
+/// payment by it).
+pub async fn latest_attempt(
+    pipeline: &Pipeline,
+    merchant: &crate::support::Merchant,
+    intent: &str,
+) -> String {
+    sqlx::query_scalar("select latest_attempt_id from payment_intents where id = $1")
+        .bind(intent)
+        .fetch_one(pipeline.db.store.shard(merchant.id.shard()).unwrap())
+        .await
+        .unwrap()
+}

@@ -1,0 +1,199 @@
+//! Money safety under concurrency, redelivery and unknown outcomes.
+
+use serde_json::Value;
+use snakepay_bus::{Envelope, Publisher};
+use snakepay_store::outbox::CommandPayload;
+
+use crate::lifecycle::latest_attempt;
+use crate::support::{Pipeline, amqp_url};
+
+fn id(object: &Value) -> String {
+    object["id"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn twenty_concurrent_refunds_never_refund_more_than_was_received() {
+    let pipeline = Pipeline::start().await;
+    let merchant = pipeline.merchant().await;
+    let intent = pipeline
+        .pay(&merchant, "4242424242424242", 1_000, "automatic")
+        .await;
+    let intent_id = id(&intent);
+    assert_eq!(
+        pipeline.settled(&merchant, &intent_id).await["status"],
+        "succeeded"
+    );
+
+    let form = [("payment_intent", intent_id.as_str()), ("amount", "100")];
+    let requests = (0..20).map(|_| pipeline.post(&merchant, "/v1/refunds", &form));
+    let replies = futures_util::future::join_all(requests).await;
+    let created: Vec<&Value> = replies
+        .iter()
+        .filter(|(status, _)| *status == 200)
+        .map(|(_, body)| body)
+        .collect();
+    for (status, body) in &replies {
+        assert!(
+            *status == 200
+                || (*status == 400
+                    && ["amount_too_large", "charge_already_refunded"]
+                        .contains(&body["error"]["code"].as_str().unwrap_or_default())),
+            "{status} {body}"
+        );
+    }
+    assert_eq!(
+        created.len(),
+        10,
+        "exactly what was received can be refunded"
+    );
+    for refund in created {
+        assert_eq!(
+            pipeline.wait_for_refund(&merchant, &id(refund)).await["status"],
+            "succeeded"
+        );
+    }
+    let settled = pipeline
+        .get(&merchant, &format!("/v1/payment_intents/{intent_id}"))
+        .await;
+    assert_eq!(settled["amount_received"], 1_000);
+    let attempt = latest_attempt(&pipeline, &merchant, &intent_id).await;
+    assert_eq!(
+        pipeline.sim_authorizations_for(&attempt).await[0]["amount_refunded"],
+        1_000
+    );
+    pipeline.assert_invariants().await;
+}
+
+#[tokio::test]
+async fn a_redelivered_command_charges_nothing_twice() {
+    let pipeline = Pipeline::start().await;
+    let merchant = pipeline.merchant().await;
+    let intent = pipeline
+        .pay(&merchant, "4242424242424242", 1_500, "automatic")
+        .await;
+    let intent_id = id(&intent);
+    assert_eq!(
+        pipeline.settled(&merchant, &intent_id).await["status"],
+        "succeeded"
+    );
+    let journals_before = pipeline
+        .scalar_i64(merchant.id.shard(), "select count(*) from journals")
+        .await;
+
+    // The very command the API wrote, delivered again through the broker
+    // and executed twice more, concurrently, by the handler itself.
+    let payload: Value = sqlx::query_scalar(
+        "select payload from outbox where routing_key = 'command.authorize' and payload->>'payment_intent' = $1",
+    )
+    .bind(&intent_id)
+    .fetch_one(pipeline.db.store.shard(merchant.id.shard()).unwrap())
+    .await
+    .unwrap();
+    let publisher = Publisher::connect(&amqp_url()).await.unwrap();
+    publisher
+        .publish(
+            &format!("{}commands", pipeline.prefix),
+            "command.authorize",
+            &Envelope::new("command.authorize", payload.clone()).unwrap(),
+        )
+        .await
+        .unwrap();
+    publisher.close().await;
+    let command: CommandPayload = serde_json::from_value(payload).unwrap();
+    let handler = pipeline.integration.as_ref().unwrap().pipeline();
+    let (first, second) = tokio::join!(handler.execute(&command), handler.execute(&command));
+    first.unwrap();
+    second.unwrap();
+
+    let attempt = latest_attempt(&pipeline, &merchant, &intent_id).await;
+    let at_sim = pipeline.sim_authorizations_for(&attempt).await;
+    assert_eq!(at_sim.len(), 1, "{at_sim:?}");
+    assert_eq!(at_sim[0]["amount_captured"], 1_500);
+    let journals_after = pipeline
+        .scalar_i64(merchant.id.shard(), "select count(*) from journals")
+        .await;
+    assert_eq!(journals_after, journals_before, "no second journal");
+    pipeline.assert_invariants().await;
+}
+
+#[tokio::test]
+async fn a_processor_timeout_stays_processing_until_the_reconciler_resolves_it_with_one_charge() {
+    let pipeline = Pipeline::start().await;
+    let merchant = pipeline.merchant().await;
+    // The simulator approves and captures, then holds its answer for 2 s;
+    // our calls time out after 1 s, twice: the outcome is unknown.
+    let intent = pipeline
+        .pay(&merchant, "4000000000004087", 777, "automatic")
+        .await;
+    let intent_id = id(&intent);
+    let done = pipeline
+        .wait_for_intent(&merchant, &intent_id, |i| i["status"] == "succeeded")
+        .await;
+    assert_eq!(done["amount_received"], 777);
+    let attempt = latest_attempt(&pipeline, &merchant, &intent_id).await;
+    let at_sim = pipeline.sim_authorizations_for(&attempt).await;
+    assert_eq!(at_sim.len(), 1, "exactly one charge at the processor");
+    assert_eq!(at_sim[0]["amount_captured"], 777);
+    pipeline.assert_invariants().await;
+}
+
+#[tokio::test]
+async fn a_processor_error_after_the_work_is_resolved_by_a_retry_with_the_same_key() {
+    let pipeline = Pipeline::start().await;
+    let merchant = pipeline.merchant().await;
+    let intent = pipeline
+        .pay(&merchant, "4000000000005019", 1_234, "automatic")
+        .await;
+    let done = pipeline.settled(&merchant, &id(&intent)).await;
+    assert_eq!(done["status"], "succeeded", "{done}");
+    let attempt = latest_attempt(&pipeline, &merchant, &id(&intent)).await;
+    assert_eq!(pipeline.sim_authorizations_for(&attempt).await.len(), 1);
+    pipeline.assert_invariants().await;
+}
+
+#[tokio::test]
+async fn payments_confirmed_while_the_integration_service_is_down_complete_after_it_returns() {
+    let mut pipeline = Pipeline::start().await;
+    let merchant = pipeline.merchant().await;
+    pipeline.stop_integration().await;
+    let intent = pipeline
+        .pay(&merchant, "4242424242424242", 900, "automatic")
+        .await;
+    let intent_id = id(&intent);
+    let waiting = pipeline
+        .get(&merchant, &format!("/v1/payment_intents/{intent_id}"))
+        .await;
+    assert_eq!(waiting["status"], "processing");
+    pipeline.restart_integration().await;
+    let done = pipeline.settled(&merchant, &intent_id).await;
+    assert_eq!(done["status"], "succeeded");
+    pipeline.assert_invariants().await;
+}
+
+#[test]
+fn a_processor_outside_the_egress_allow_list_is_refused_at_start_up() {
+    let toml = r#"
+        [region]
+        code = "eu-1"
+        number = 1
+        public_api_url = "http://127.0.0.1"
+        [database]
+        control_url = "postgres://localhost/c"
+        shard_urls = ["postgres://localhost/s"]
+        [broker]
+        url = "amqp://localhost/snakepay"
+        [vault]
+        key_ring_path = "/tmp/none.json"
+        [integration]
+        listen_addr = "127.0.0.1:0"
+        [integration.processor_sim]
+        base_url = "https://processor.example"
+        api_key = "sk_sim_0123456789abcdef"
+        notification_secret = "secret_0123456789abcdef"
+        [integration.egress]
+        allowed_hosts = ["127.0.0.1"]
+    "#;
+    let error = snakepay_config::from_toml_str::<snakepay_integration::IntegrationConfig>(toml)
+        .unwrap_err();
+    assert_eq!(error.key(), Some("integration.egress.allowed_hosts"));
+}

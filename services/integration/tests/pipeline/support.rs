@@ -1,0 +1,446 @@
+//! A whole pipeline per test: databases, processor-sim, the integration
+//! service (with the relay) and the External API, wired together.
+
+use std::time::Duration;
+
+use serde_json::Value;
+use snakepay_domain::ids::{MerchantId, RegionNumber, ShardNumber};
+use snakepay_integration::{IntegrationConfig, RunningIntegration};
+use snakepay_processor_sim::{ProcessorSimSection, RunningSim, SimConfig};
+use snakepay_store::merchants::{self, KeyHasher, KeyKind, NewMerchant};
+use snakepay_store::testing::{self, TestDatabases};
+
+pub const HASH_SECRET_BASE64: &str =
+    "c25ha2VwYXktbG9jYWwtZGV2ZWxvcG1lbnQtb25seS1rZXktaGFzaC1zZWNyZXQ=";
+pub const SIM_API_KEY: &str = "sk_sim_pipeline_0123456789abcdef";
+pub const SIM_NOTIFICATION_SECRET: &str = "sim_notification_secret_0123456789";
+/// Every wait in these tests ends; generous, so a slow machine never fails one.
+pub const WAIT: Duration = Duration::from_secs(30);
+
+pub struct Pipeline {
+    pub db: TestDatabases,
+    pub sim: RunningSim,
+    pub integration: Option<RunningIntegration>,
+    pub api: snakepay_http::ServerHandle,
+    pub client: reqwest::Client,
+    pub prefix: String,
+    pub integration_config: IntegrationConfig,
+    _dir: tempfile::TempDir,
+}
+
+pub struct Merchant {
+    pub id: MerchantId,
+    pub key: String,
+}
+
+pub fn amqp_url() -> String {
+    let server = std::env::var("SNAKEPAY_TEST_AMQP_URL")
+        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672".to_owned());
+    format!("{}/snakepay", server.trim_end_matches('/'))
+}
+
+fn random_hex(bytes: usize) -> String {
+    let mut random = vec![0_u8; bytes];
+    getrandom::fill(&mut random).unwrap();
+    hex::encode(random)
+}
+
+/// A port that was free a moment ago, for a listener whose address another
+/// component must know before it starts.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Pipeline {
+    pub async fn start() -> Pipeline {
+        Pipeline::start_with(|_| {}, "").await
+    }
+
+    /// `sim` adjusts the simulator; `integration` adds `[integration]` lines.
+    pub async fn start_with(
+        sim: impl FnOnce(&mut ProcessorSimSection),
+        integration: &str,
+    ) -> Pipeline {
+        let db = testing::fresh(2).await.unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let key_ring = dir.path().join("keyring.json");
+        snakepay_vault::FileKeyProvider::create(
+            &key_ring,
+            &snakepay_vault::KeyRing::generate("kek-test").unwrap(),
+        )
+        .unwrap();
+        let prefix = format!("test.{}.", random_hex(6));
+        let integration_port = free_port();
+
+        let mut section = ProcessorSimSection {
+            listen_addr: "127.0.0.1:0".parse().unwrap(),
+            api_key: SIM_API_KEY.to_owned(),
+            timeout_ms: 2_000,
+            slow_ms: 300,
+            notification_url: Some(
+                format!("http://127.0.0.1:{integration_port}/v1/processor-notifications/sim")
+                    .parse()
+                    .unwrap(),
+            ),
+            notification_secret: Some(SIM_NOTIFICATION_SECRET.to_owned()),
+            notification_backoff_ms: 50,
+            ..ProcessorSimSection::default()
+        };
+        sim(&mut section);
+        let sim = snakepay_processor_sim::start(SimConfig {
+            processor_sim: section,
+            ..SimConfig::default()
+        })
+        .await
+        .unwrap();
+
+        let shards: Vec<String> = db.shard_urls().iter().map(|u| format!("\"{u}\"")).collect();
+        let shared = format!(
+            r#"
+            [region]
+            code = "eu-1"
+            number = 1
+            public_api_url = "http://127.0.0.1"
+            [database]
+            control_url = "{control}"
+            shard_urls = [{shards}]
+            max_connections = 12
+            [broker]
+            url = "{amqp}"
+            topology_prefix = "{prefix}"
+            [vault]
+            key_ring_path = "{key_ring}"
+            "#,
+            control = db.control_url(),
+            shards = shards.join(", "),
+            amqp = amqp_url(),
+            key_ring = key_ring.display(),
+        );
+        let integration_toml = format!(
+            r#"{shared}
+            [integration]
+            listen_addr = "127.0.0.1:{integration_port}"
+            call_timeout_ms = 1000
+            call_attempts = 2
+            retry_backoff_ms = 20
+            retry_backoff_max_ms = 100
+            reconcile_interval_ms = 200
+            reconcile_after_ms = 1000
+            relay_idle_poll_ms = 10
+            {integration}
+            [integration.processor_sim]
+            base_url = "{sim_url}"
+            api_key = "{SIM_API_KEY}"
+            notification_secret = "{SIM_NOTIFICATION_SECRET}"
+            [integration.egress]
+            allowed_hosts = ["127.0.0.1"]
+            "#,
+            sim_url = sim.base_url(),
+        );
+        let integration_config: IntegrationConfig =
+            snakepay_config::from_toml_str(&integration_toml).unwrap();
+        let running = snakepay_integration::start(&integration_config)
+            .await
+            .unwrap();
+
+        let api_toml = format!(
+            r#"{shared}
+            [api_keys]
+            hash_secret_base64 = "{HASH_SECRET_BASE64}"
+            [external_api]
+            listen_addr = "127.0.0.1:0"
+            rate_limit_test_per_second = 100000
+            "#
+        );
+        let api_config: snakepay_external_api::ExternalApiConfig =
+            snakepay_config::from_toml_str(&api_toml).unwrap();
+        let api = snakepay_external_api::start(&api_config).await.unwrap();
+        Pipeline {
+            db,
+            sim,
+            integration: Some(running),
+            api,
+            client: reqwest::Client::new(),
+            prefix,
+            integration_config,
+            _dir: dir,
+        }
+    }
+
+    pub async fn merchant(&self) -> Merchant {
+        let control = self.db.store.control();
+        let shard = merchants::least_loaded_shard(control, 2).await.unwrap();
+        let merchant = merchants::create_merchant(
+            control,
+            "eu-1",
+            RegionNumber(1),
+            shard,
+            &NewMerchant {
+                legal_name: "Pipeline Shop".into(),
+                country: "DE".into(),
+            },
+        )
+        .await
+        .unwrap();
+        let hasher = KeyHasher::new(&base64_decode(HASH_SECRET_BASE64)).unwrap();
+        let key = merchants::create_api_key(
+            control,
+            &hasher,
+            RegionNumber(1),
+            merchant.id,
+            KeyKind::Secret,
+            false,
+        )
+        .await
+        .unwrap();
+        Merchant {
+            id: merchant.id,
+            key: key.key,
+        }
+    }
+
+    pub async fn post(
+        &self,
+        merchant: &Merchant,
+        path: &str,
+        form: &[(&str, &str)],
+    ) -> (u16, Value) {
+        let response = self
+            .client
+            .post(format!("{}{path}", self.api.url()))
+            .bearer_auth(&merchant.key)
+            .form(form)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn get(&self, merchant: &Merchant, path: &str) -> Value {
+        let response = self
+            .client
+            .get(format!("{}{path}", self.api.url()))
+            .bearer_auth(&merchant.key)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "GET {path}");
+        response.json().await.unwrap()
+    }
+
+    /// Creates and confirms an intent paying with card `number`.
+    pub async fn pay(
+        &self,
+        merchant: &Merchant,
+        number: &str,
+        amount: i64,
+        capture_method: &str,
+    ) -> Value {
+        let amount = amount.to_string();
+        let cvc = if number.len() == 15 { "1234" } else { "123" };
+        let (status, body) = self
+            .post(
+                merchant,
+                "/v1/payment_intents",
+                &[
+                    ("amount", &amount),
+                    ("currency", "usd"),
+                    ("confirm", "true"),
+                    ("capture_method", capture_method),
+                    ("return_url", "https://shop.example/return"),
+                    ("payment_method_data[type]", "card"),
+                    ("payment_method_data[card][number]", number),
+                    ("payment_method_data[card][exp_month]", "12"),
+                    ("payment_method_data[card][exp_year]", "2034"),
+                    ("payment_method_data[card][cvc]", cvc),
+                ],
+            )
+            .await;
+        assert!(status == 200 || status == 402, "{status} {body}");
+        if status == 402 {
+            body["error"]["payment_intent"].clone()
+        } else {
+            body
+        }
+    }
+
+    /// Polls the intent until `done` holds; panics after [`WAIT`].
+    pub async fn wait_for_intent(
+        &self,
+        merchant: &Merchant,
+        id: &str,
+        done: impl Fn(&Value) -> bool,
+    ) -> Value {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let intent = self
+                .get(merchant, &format!("/v1/payment_intents/{id}"))
+                .await;
+            if done(&intent) {
+                return intent;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "intent never got there: {intent}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Polls until the intent leaves `processing`.
+    pub async fn settled(&self, merchant: &Merchant, id: &str) -> Value {
+        self.wait_for_intent(merchant, id, |i| i["status"] != "processing")
+            .await
+    }
+
+    pub async fn wait_for_refund(&self, merchant: &Merchant, id: &str) -> Value {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let refund = self.get(merchant, &format!("/v1/refunds/{id}")).await;
+            if refund["status"] != "pending" {
+                return refund;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "refund never settled: {refund}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Everything the simulator did: `{operations: [...], authorizations: [...]}`.
+    pub async fn sim_record(&self) -> Value {
+        self.client
+            .get(format!("{}/_sim/operations", self.sim.base_url()))
+            .bearer_auth(SIM_API_KEY)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    /// The simulator's authorizations made for `attempt`.
+    pub async fn sim_authorizations_for(&self, attempt: &str) -> Vec<Value> {
+        self.sim_record().await["authorizations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|a| a["reference"] == attempt)
+            .cloned()
+            .collect()
+    }
+
+    pub async fn scalar_i64(&self, shard: ShardNumber, sql: &str) -> i64 {
+        sqlx::query_scalar::<_, i64>(sql)
+            .fetch_one(self.db.store.shard(shard).unwrap())
+            .await
+            .unwrap()
+    }
+
+    /// The invariants every test ends with (STYLE.md: check at teardown):
+    /// the outbox drains; nothing is left in flight; every succeeded payment
+    /// has exactly one capture at the processor and every capture there
+    /// belongs to exactly one succeeded payment, for the same amount; the
+    /// processor's refunds match ours; the ledger balances.
+    pub async fn assert_invariants(&self) {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        for (shard, _) in self.db.store.shards() {
+            loop {
+                let unsent = self
+                    .scalar_i64(
+                        shard,
+                        "select count(*) from outbox where published_at is null",
+                    )
+                    .await;
+                let in_flight = self
+                    .scalar_i64(
+                        shard,
+                        "select (select count(*) from payment_intents where status = 'processing')
+                              + (select count(*) from refunds where status = 'pending')",
+                    )
+                    .await;
+                if unsent == 0 && in_flight == 0 {
+                    break;
+                }
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "shard {shard}: {unsent} outbox rows unsent, {in_flight} payments in flight"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+
+        // Our view: authorized attempt → amount received and refunded.
+        let mut ours = std::collections::BTreeMap::new();
+        for (_, pool) in self.db.store.shards() {
+            let rows: Vec<(String, i64, i64)> = sqlx::query_as(
+                "select authorized_attempt_id, amount_received, amount_refunded from payment_intents
+                 where status = 'succeeded'",
+            )
+            .fetch_all(pool)
+            .await
+            .unwrap();
+            for (attempt, received, refunded) in rows {
+                assert!(ours.insert(attempt, (received, refunded)).is_none());
+            }
+            let imbalance: Vec<(String, i64)> = sqlx::query_as(
+                "select currency, sum(case when side = 'debit' then amount else -amount end)::bigint
+                 from journal_lines group by currency
+                 having sum(case when side = 'debit' then amount else -amount end) <> 0",
+            )
+            .fetch_all(pool)
+            .await
+            .unwrap();
+            assert!(imbalance.is_empty(), "ledger imbalance: {imbalance:?}");
+        }
+        let record = self.sim_record().await;
+        let mut captured = std::collections::BTreeMap::new();
+        for authorization in record["authorizations"].as_array().unwrap() {
+            let amount_captured = authorization["amount_captured"].as_i64().unwrap();
+            if amount_captured > 0 {
+                let reference = authorization["reference"].as_str().unwrap().to_owned();
+                let refunded = authorization["amount_refunded"].as_i64().unwrap();
+                assert!(
+                    captured
+                        .insert(reference.clone(), (amount_captured, refunded))
+                        .is_none(),
+                    "two captured authorizations for {reference}"
+                );
+            }
+        }
+        assert_eq!(
+            ours, captured,
+            "our succeeded payments against the processor's captures"
+        );
+    }
+
+    /// Stops the integration service (for tests that restart it).
+    pub async fn stop_integration(&mut self) {
+        if let Some(running) = self.integration.take() {
+            running.shutdown().await.unwrap();
+        }
+    }
+
+    pub async fn restart_integration(&mut self) {
+        self.stop_integration().await;
+        self.integration = Some(
+            snakepay_integration::start(&self.integration_config)
+                .await
+                .unwrap(),
+        );
+    }
+}
+
+fn base64_decode(text: &str) -> Vec<u8> {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD
+        .decode(text)
+        .unwrap()
+}
