@@ -197,3 +197,106 @@ fn a_processor_outside_the_egress_allow_list_is_refused_at_start_up() {
         .unwrap_err();
     assert_eq!(error.key(), Some("integration.egress.allowed_hosts"));
 }
+
+#[tokio::test]
+async fn when_the_processor_fails_every_call_the_circuit_opens_and_payments_complete_after_it_recovers()
+ {
+    let pipeline = Pipeline::start_with(
+        |_| {},
+        "breaker_failure_threshold = 2\nbreaker_open_ms = 300",
+    )
+    .await;
+    let merchant = pipeline.merchant().await;
+    pipeline
+        .sim_faults(serde_json::json!({"failure_rate": 1.0}))
+        .await;
+    let first = pipeline
+        .pay(&merchant, "4242424242424242", 500, "automatic")
+        .await;
+    let second = pipeline
+        .pay(&merchant, "4242424242424242", 600, "automatic")
+        .await;
+    // Every call fails before the work: nothing can be decided yet.
+    tokio::time::sleep(std::time::Duration::from_millis(1_500)).await;
+    for intent in [&first, &second] {
+        let now = pipeline
+            .get(&merchant, &format!("/v1/payment_intents/{}", id(intent)))
+            .await;
+        assert_eq!(now["status"], "processing", "{now}");
+    }
+    assert!(
+        pipeline.sim_record().await["authorizations"]
+            .as_array()
+            .unwrap()
+            .is_empty(),
+        "nothing was authorized while the processor failed"
+    );
+    // The processor recovers; the reconciler finishes both, each charged once.
+    pipeline
+        .sim_faults(serde_json::json!({"failure_rate": 0.0}))
+        .await;
+    for intent in [&first, &second] {
+        let done = pipeline
+            .wait_for_intent(&merchant, &id(intent), |i| i["status"] == "succeeded")
+            .await;
+        let attempt = latest_attempt(&pipeline, &merchant, &id(&done)).await;
+        assert_eq!(pipeline.sim_authorizations_for(&attempt).await.len(), 1);
+    }
+    pipeline.assert_invariants().await;
+}
+
+#[tokio::test]
+async fn processor_calls_leave_through_the_configured_egress_proxy() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    // A minimal forward proxy for plain HTTP: it receives absolute-form
+    // requests and forwards them, counting what passes.
+    let forwarded = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&forwarded);
+    let proxy = axum::Router::new().fallback(move |request: axum::extract::Request| {
+        let counter = Arc::clone(&counter);
+        async move {
+            counter.fetch_add(1, Ordering::SeqCst);
+            let (parts, body) = request.into_parts();
+            let body = axum::body::to_bytes(body, 1 << 20).await.unwrap();
+            let mut outbound = reqwest::Client::builder()
+                .no_proxy()
+                .build()
+                .unwrap()
+                .request(parts.method.clone(), parts.uri.to_string())
+                .body(body);
+            for (name, value) in &parts.headers {
+                if name != "host" && name != "proxy-connection" {
+                    outbound = outbound.header(name, value);
+                }
+            }
+            let answer = outbound.send().await.unwrap();
+            let status = answer.status();
+            let headers = answer.headers().clone();
+            let bytes = answer.bytes().await.unwrap();
+            let mut response = axum::response::Response::new(axum::body::Body::from(bytes));
+            *response.status_mut() = status;
+            *response.headers_mut() = headers;
+            response
+        }
+    });
+    let proxy = snakepay_http::spawn("127.0.0.1:0", proxy, std::time::Duration::from_secs(1))
+        .await
+        .unwrap();
+    let pipeline =
+        Pipeline::start_with(|_| {}, &format!("egress.proxy_url = \"{}\"", proxy.url())).await;
+    let merchant = pipeline.merchant().await;
+    let intent = pipeline
+        .pay(&merchant, "4242424242424242", 800, "automatic")
+        .await;
+    assert_eq!(
+        pipeline.settled(&merchant, &id(&intent)).await["status"],
+        "succeeded"
+    );
+    assert!(
+        forwarded.load(Ordering::SeqCst) >= 1,
+        "the call went through the proxy"
+    );
+    pipeline.assert_invariants().await;
+}

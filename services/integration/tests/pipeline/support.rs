@@ -131,13 +131,12 @@ impl Pipeline {
             reconcile_interval_ms = 200
             reconcile_after_ms = 1000
             relay_idle_poll_ms = 10
+            egress.allowed_hosts = ["127.0.0.1"]
             {integration}
             [integration.processor_sim]
             base_url = "{sim_url}"
             api_key = "{SIM_API_KEY}"
             notification_secret = "{SIM_NOTIFICATION_SECRET}"
-            [integration.egress]
-            allowed_hosts = ["127.0.0.1"]
             "#,
             sim_url = sim.base_url(),
         );
@@ -419,6 +418,19 @@ impl Pipeline {
             ours, captured,
             "our succeeded payments against the processor's captures"
         );
+    }
+
+    /// Changes the simulator's fault settings while it runs.
+    pub async fn sim_faults(&self, settings: Value) {
+        let response = self
+            .client
+            .post(format!("{}/_sim/config", self.sim.base_url()))
+            .bearer_auth(SIM_API_KEY)
+            .json(&settings)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
     }
 
     /// Stops the integration service (for tests that restart it).
