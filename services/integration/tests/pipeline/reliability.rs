@@ -2,6 +2,7 @@
 
 use serde_json::Value;
 use snakepay_bus::{Envelope, Publisher};
+use snakepay_integration::breaker::BreakerState;
 use snakepay_store::outbox::CommandPayload;
 
 use crate::lifecycle::latest_attempt;
@@ -230,6 +231,18 @@ async fn when_the_processor_fails_every_call_the_circuit_opens_and_payments_comp
             .unwrap()
             .is_empty(),
         "nothing was authorized while the processor failed"
+    );
+    let breaker = &pipeline
+        .integration
+        .as_ref()
+        .unwrap()
+        .pipeline()
+        .gateway
+        .breaker;
+    assert!(
+        !matches!(breaker.state(), BreakerState::Closed { .. }),
+        "the circuit opened: {:?}",
+        breaker.state()
     );
     // The processor recovers; the reconciler finishes both, each charged once.
     pipeline
