@@ -224,3 +224,69 @@ pub async fn latest_attempt(
         .await
         .unwrap()
 }
+
+#[tokio::test]
+async fn processor_notifications_without_a_valid_signature_are_refused() {
+    let pipeline = Pipeline::start().await;
+    let url = format!(
+        "{}/v1/processor-notifications/sim",
+        pipeline.integration.as_ref().unwrap().url()
+    );
+    let body = r#"{"id":"ntf_1","type":"authorization.approved","data":{"authorization":{"reference":"pa_x"}}}"#;
+    let client = reqwest::Client::new();
+    let unsigned = client.post(&url).body(body).send().await.unwrap();
+    assert_eq!(unsigned.status(), 401);
+    let forged = client
+        .post(&url)
+        .header(
+            "sim-signature",
+            format!("t={},v1={}", snakepay_store::unix_now(), "ab".repeat(32)),
+        )
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), 401);
+}
+
+#[tokio::test]
+async fn the_recorder_writes_every_event_of_a_payment_into_its_history() {
+    let pipeline = Pipeline::start().await;
+    let merchant = pipeline.merchant().await;
+    let intent = pipeline
+        .pay(&merchant, "4242424242424242", 1_000, "automatic")
+        .await;
+    let intent_id = id(&intent);
+    pipeline.settled(&merchant, &intent_id).await;
+    let pool = pipeline.db.store.shard(merchant.id.shard()).unwrap();
+    let deadline = tokio::time::Instant::now() + crate::support::WAIT;
+    loop {
+        let events: i64 = sqlx::query_scalar(
+            "select count(*) from events where object->>'id' = $1 or object->>'payment_intent' = $1",
+        )
+        .bind(&intent_id)
+        .fetch_one(pool)
+        .await
+        .unwrap();
+        let recorded: i64 = sqlx::query_scalar(
+            "select count(*) from event_history h join events e on e.id = h.event_id
+             where e.object->>'id' = $1 or e.object->>'payment_intent' = $1",
+        )
+        .bind(&intent_id)
+        .fetch_one(pool)
+        .await
+        .unwrap();
+        assert!(
+            events >= 4,
+            "created, processing, charge and intent succeeded"
+        );
+        if recorded == events {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{recorded} of {events} recorded"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
