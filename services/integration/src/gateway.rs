@@ -73,20 +73,7 @@ impl Gateway {
         }
     }
 
-    /// "Equal jitter": half the capped exponential delay plus a random part
-    /// of the other half.
     fn backoff(&self, attempt: u32) -> u64 {
-        let exponent = attempt.saturating_sub(1).min(20);
-        let ceiling = self
-            .backoff_ms
-            .saturating_mul(1_u64 << exponent)
-            .min(self.backoff_max_ms);
-        let half = ceiling / 2;
-        let mut random = [0_u8; 8];
-        let jitter = match getrandom::fill(&mut random) {
-            Ok(()) => u64::from_le_bytes(random) % (half + 1),
-            Err(_) => half,
-        };
-        half + jitter
+        snakepay_bus::equal_jitter_backoff_ms(self.backoff_ms, self.backoff_max_ms, attempt)
     }
 }

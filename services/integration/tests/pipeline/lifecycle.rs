@@ -1,12 +1,5 @@
 //! Every test card's lifecycle through the public API.
-
-use serde_json::Value;
-
-use crate::support::Pipeline;
-
-fn id(object: &Value) -> String {
-    object["id"].as_str().unwrap().to_owned()
-}
+use crate::support::{Pipeline, id};
 
 #[tokio::test]
 async fn every_test_card_reaches_its_outcome_through_the_public_api() {

@@ -6,11 +6,7 @@ use snakepay_integration::breaker::BreakerState;
 use snakepay_store::outbox::CommandPayload;
 
 use crate::lifecycle::latest_attempt;
-use crate::support::{Pipeline, amqp_url};
-
-fn id(object: &Value) -> String {
-    object["id"].as_str().unwrap().to_owned()
-}
+use crate::support::{Pipeline, amqp_url, id};
 
 #[tokio::test]
 async fn twenty_concurrent_refunds_never_refund_more_than_was_received() {

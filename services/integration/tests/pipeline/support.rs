@@ -39,6 +39,11 @@ pub fn amqp_url() -> String {
     format!("{}/snakepay", server.trim_end_matches('/'))
 }
 
+/// An object's `id`.
+pub fn id(object: &Value) -> String {
+    object["id"].as_str().unwrap().to_owned()
+}
+
 fn random_hex(bytes: usize) -> String {
     let mut random = vec![0_u8; bytes];
     getrandom::fill(&mut random).unwrap();
