@@ -40,7 +40,7 @@ use lapin::{Connection, ConnectionProperties};
 pub use consumer::{Message, Outcome, run_consumer};
 pub use envelope::{Envelope, EnvelopeError};
 pub use publisher::{Outgoing, PublishError, Publisher};
-pub use relay::{RelayConfig, equal_jitter_backoff_ms, relay_once, run_relay};
+pub use relay::{RelayConfig, relay_once, run_relay};
 
 pub use topology::{Binding, ExchangeRole, QueueSpec, Topology};
 

@@ -219,23 +219,11 @@ pub async fn run_relay<S>(
 
 /// The pause after `failures` failed passes.
 fn backoff_ms(config: &RelayConfig, failures: u32) -> u64 {
-    equal_jitter_backoff_ms(config.backoff_initial_ms, config.backoff_max_ms, failures)
-}
-
-/// "Equal jitter": half the capped exponential delay (`initial_ms` doubled
-/// per failure after the first, at most `max_ms`) plus a random part of the
-/// other half, so clients that failed together do not retry together and
-/// never retry with no pause at all. Shared by every retry loop.
-pub fn equal_jitter_backoff_ms(initial_ms: u64, max_ms: u64, failures: u32) -> u64 {
-    let exponent = failures.saturating_sub(1).min(20);
-    let ceiling = initial_ms.saturating_mul(1_u64 << exponent).min(max_ms);
-    let half = ceiling / 2;
-    let mut random = [0_u8; 8];
-    let jitter = match getrandom::fill(&mut random) {
-        Ok(()) => u64::from_le_bytes(random) % (half + 1),
-        Err(_) => half,
-    };
-    half + jitter
+    snakepay_resilience::equal_jitter_backoff_ms(
+        config.backoff_initial_ms,
+        config.backoff_max_ms,
+        failures,
+    )
 }
 
 #[cfg(test)]

@@ -8,8 +8,8 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::breaker::Breaker;
 use crate::processor::{CallError, CallResult, Processor};
+use snakepay_resilience::Breaker;
 
 pub struct Gateway {
     pub processor: Arc<dyn Processor>,
@@ -74,6 +74,6 @@ impl Gateway {
     }
 
     fn backoff(&self, attempt: u32) -> u64 {
-        snakepay_bus::equal_jitter_backoff_ms(self.backoff_ms, self.backoff_max_ms, attempt)
+        snakepay_resilience::equal_jitter_backoff_ms(self.backoff_ms, self.backoff_max_ms, attempt)
     }
 }

@@ -10,8 +10,8 @@
 //!   same path serves commands, the reconciler and notifications.
 //! - [`processor`]: the `Processor` trait and its idempotency keys;
 //!   [`processor::sim`] is the processor simulator's client.
-//! - [`gateway`]: breaker check, bounded retries with the same key, backoff.
-//! - [`breaker`]: the circuit breaker per processor (with an injected clock).
+//! - [`gateway`]: the processor's circuit breaker (`snakepay-resilience`),
+//!   bounded retries with the same key, backoff.
 //! - [`egress`]: the outbound HTTP client: proxy, host allow-list, TLS.
 //! - [`reconciler`]: resolves payments left in flight by status inquiry.
 //! - `notifications`: the signed processor notification endpoint.
@@ -19,7 +19,6 @@
 //! - `tasks`: the broker consumers, the outbox relay and the reconciler as
 //!   supervised background loops.
 
-pub mod breaker;
 pub mod config;
 pub mod egress;
 pub mod gateway;
@@ -43,11 +42,11 @@ use tokio::task::JoinHandle;
 
 pub use config::IntegrationConfig;
 
-use crate::breaker::{Breaker, SystemClock};
 use crate::egress::Egress;
 use crate::gateway::Gateway;
 use crate::pipeline::Pipeline;
 use crate::processor::sim::SimProcessor;
+use snakepay_resilience::{Breaker, SystemClock};
 
 /// The running service: its listener and its background tasks.
 pub struct RunningIntegration {

@@ -2,7 +2,7 @@
 
 use serde_json::Value;
 use snakepay_bus::{Envelope, Publisher};
-use snakepay_integration::breaker::BreakerState;
+use snakepay_resilience::BreakerState;
 use snakepay_store::outbox::CommandPayload;
 
 use crate::lifecycle::latest_attempt;

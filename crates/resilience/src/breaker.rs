@@ -1,10 +1,10 @@
-//! A circuit breaker per processor (DESIGN.md §8). After
-//! `failure_threshold` consecutive unknown outcomes the circuit opens and
-//! calls are refused without being sent, so a failing processor is not
-//! hammered and commands are not held up by timeouts; after `open_ms` one
-//! trial call is let through (half-open), and its outcome closes or re-opens
-//! the circuit. Refused calls leave the payment in flight for the
-//! reconciler, exactly like a timeout.
+//! A circuit breaker (DESIGN.md §8). After `failure_threshold` consecutive
+//! failures the circuit opens and calls are refused without being sent, so a
+//! failing dependency is not hammered and callers are not held up by
+//! timeouts; after `open_ms` one trial call is let through (half-open), and
+//! its outcome closes or re-opens the circuit. What a refused call means is
+//! the caller's business: for a processor, the payment stays in flight for
+//! the reconciler; for Redis, the request is served from PostgreSQL.
 
 use std::sync::{Arc, Mutex};
 
@@ -79,7 +79,7 @@ impl Breaker {
         }
     }
 
-    /// A definite answer (approved, declined, refused): the processor works.
+    /// The dependency answered (for a processor: any definite answer).
     pub fn record_success(&self) {
         let mut state = self.lock();
         if *state == BreakerState::HalfOpen {
@@ -90,7 +90,7 @@ impl Breaker {
         };
     }
 
-    /// An unknown outcome (timeout, 5xx, connection failure).
+    /// No usable answer (timeout, 5xx, connection failure).
     pub fn record_failure(&self) {
         let now = self.clock.now_ms();
         let mut state = self.lock();
