@@ -6,6 +6,14 @@
 //! and a change never commits without its replayable response. A request that
 //! died before committing leaves the key locked; after [`LOCK_TIMEOUT_SECONDS`]
 //! a retry may take it over, which is safe because nothing was committed.
+//!
+//! Work that waits for an outside party runs in two phases (Brandur Leach,
+//! "Implementing Stripe-like Idempotency Keys in Postgres"): phase 1 commits
+//! the state change with its first response ([`complete`]), which is true
+//! and replayable from that moment; phase 2 waits for the outcome and then
+//! upgrades the stored response to the final answer ([`replace_response`]),
+//! its only write. A crash between the phases leaves the phase-1 response,
+//! which a replay returns and which is still true.
 
 use snakepay_domain::ids::MerchantId;
 use sqlx::{PgPool, Postgres, Transaction};
@@ -221,6 +229,43 @@ async fn stored_response(
         }),
         _ => None,
     })
+}
+
+/// A response as stored under a key: what phase 1 stored, or what phase 2
+/// stores instead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ResponseBytes<'a> {
+    pub status: u16,
+    pub body: &'a [u8],
+}
+
+/// Phase 2: replaces the response that `owner` stored in phase 1
+/// (`previous`) with the final answer (`next`). Fenced on the request that
+/// executed (`request_id`) and on the key still holding exactly `previous`,
+/// so only that request can upgrade it, once, and never over a response
+/// someone else stored. Returns whether the response was replaced.
+pub async fn replace_response(
+    pool: &PgPool,
+    owner: &Claim<'_>,
+    previous: ResponseBytes<'_>,
+    next: ResponseBytes<'_>,
+) -> Result<bool, sqlx::Error> {
+    let updated = sqlx::query(
+        "update idempotency_keys set response_status = $7, response_body = $8
+         where merchant_id = $1 and livemode = $2 and key = $3 and request_id = $4
+           and response_status = $5 and response_body = $6",
+    )
+    .bind(owner.merchant_id.to_string())
+    .bind(owner.livemode)
+    .bind(owner.key)
+    .bind(owner.request_id)
+    .bind(i32::from(previous.status))
+    .bind(previous.body)
+    .bind(i32::from(next.status))
+    .bind(next.body)
+    .execute(pool)
+    .await?;
+    Ok(updated.rows_affected() == 1)
 }
 
 /// Deletes keys older than [`RETENTION_HOURS`]; returns how many.

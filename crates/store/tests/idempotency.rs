@@ -100,3 +100,74 @@ async fn a_released_key_can_be_claimed_again() {
         ClaimOutcome::Claimed
     );
 }
+
+#[tokio::test]
+async fn only_the_request_that_stored_a_response_can_upgrade_it_and_only_once() {
+    use idempotency::ResponseBytes;
+    let db = testing::fresh(1).await.unwrap();
+    let pool = db.store.shard(ShardNumber(0)).unwrap();
+    let merchant = MerchantId::generate(RegionNumber(1), ShardNumber(0)).unwrap();
+    let owner = claim(merchant, "req_owner");
+    assert_eq!(
+        idempotency::claim(pool, &owner).await.unwrap(),
+        ClaimOutcome::Claimed
+    );
+    let processing = ResponseBytes {
+        status: 200,
+        body: b"processing",
+    };
+    let declined = ResponseBytes {
+        status: 402,
+        body: b"declined",
+    };
+    // Nothing stored yet: there is nothing to upgrade.
+    assert!(
+        !idempotency::replace_response(pool, &owner, processing, declined)
+            .await
+            .unwrap()
+    );
+    let mut tx = pool.begin().await.unwrap();
+    idempotency::complete(&mut tx, &owner, 200, b"processing")
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+
+    // Another request (a replay of the key, say) cannot upgrade it.
+    let other = claim(merchant, "req_other");
+    assert!(
+        !idempotency::replace_response(pool, &other, processing, declined)
+            .await
+            .unwrap()
+    );
+    assert!(
+        idempotency::replace_response(pool, &owner, processing, declined)
+            .await
+            .unwrap()
+    );
+    // The key no longer holds what the owner stored in phase 1: a second
+    // upgrade from it is refused.
+    assert!(
+        !idempotency::replace_response(
+            pool,
+            &owner,
+            processing,
+            ResponseBytes {
+                status: 200,
+                body: b"succeeded",
+            },
+        )
+        .await
+        .unwrap()
+    );
+    match idempotency::claim(pool, &other).await.unwrap() {
+        ClaimOutcome::Replay(stored) => assert_eq!(
+            (
+                stored.status,
+                stored.body.as_slice(),
+                stored.request_id.as_str()
+            ),
+            (402, b"declined".as_slice(), "req_owner")
+        ),
+        other => panic!("{other:?}"),
+    }
+}

@@ -4,7 +4,8 @@ use std::num::NonZeroU32;
 
 use serde::Deserialize;
 use snakepay_config::sections::{
-    ApiKeysConfig, DatabaseConfig, HttpConfig, RegionConfig, TelemetryConfig, VaultConfig,
+    ApiKeysConfig, BrokerConfig, DatabaseConfig, HttpConfig, RegionConfig, TelemetryConfig,
+    VaultConfig,
 };
 use snakepay_config::{ConfigError, Validate, key};
 
@@ -16,8 +17,21 @@ pub struct ExternalApiConfig {
     pub vault: VaultConfig,
     #[serde(default)]
     pub telemetry: TelemetryConfig,
+    /// Where outcome replies come from (DESIGN.md §5, step 4). Without it
+    /// the API answers `processing` at once and clients poll or take webhooks.
+    #[serde(default)]
+    pub broker: Option<BrokerConfig>,
     pub external_api: ExternalApiSection,
 }
+
+/// The longest `wait_for_outcome_ms` accepted: a client holding a connection
+/// longer than this is better served by `processing` and a webhook.
+pub const MAX_WAIT_FOR_OUTCOME_MS: u64 = 20_000;
+
+/// What a waiting request keeps of its request timeout for the work before
+/// and after the wait (claim, transaction, reload, response upgrade), so the
+/// edge's timeout never cuts off an answer whose change already committed.
+pub const WAIT_HEADROOM_MS: u64 = 2_000;
 
 /// `[external_api]`.
 #[derive(Debug, Clone, Deserialize)]
@@ -38,6 +52,16 @@ pub struct ExternalApiSection {
     /// Requests per second per test-mode API key (Stripe's default: 25).
     #[serde(default = "default_test_rate")]
     pub rate_limit_test_per_second: NonZeroU32,
+    /// How long confirm, capture, cancel and refund requests wait for the
+    /// processor's outcome before answering `processing` (or a `pending`
+    /// refund). Used only with `[broker]`; 0 answers at once and opens no
+    /// broker connection at all.
+    #[serde(default = "default_wait_for_outcome_ms")]
+    pub wait_for_outcome_ms: u64,
+}
+
+fn default_wait_for_outcome_ms() -> u64 {
+    5_000
 }
 
 fn default_live_rate() -> NonZeroU32 {
@@ -72,6 +96,26 @@ impl Validate for ExternalApiConfig {
             return Err(ConfigError::invalid(
                 key("external_api", "request_timeout_ms"),
                 format!("must be below the idempotency lock timeout of {lock_ms} ms"),
+            ));
+        }
+        if let Some(broker) = &self.broker {
+            broker.validate("broker")?;
+        }
+        let wait_ms = self.external_api.wait_for_outcome_ms;
+        let wait_key = key("external_api", "wait_for_outcome_ms");
+        if wait_ms > MAX_WAIT_FOR_OUTCOME_MS {
+            return Err(ConfigError::invalid(
+                wait_key,
+                format!("must be at most {MAX_WAIT_FOR_OUTCOME_MS} ms"),
+            ));
+        }
+        let request_ms = self.external_api.http.request_timeout_ms;
+        if wait_ms > 0 && wait_ms.saturating_add(WAIT_HEADROOM_MS) > request_ms {
+            return Err(ConfigError::invalid(
+                wait_key,
+                format!(
+                    "must be below the request timeout ({request_ms} ms) by at least {WAIT_HEADROOM_MS} ms"
+                ),
             ));
         }
         for (index, entry) in self.external_api.other_regions.iter().enumerate() {

@@ -4,6 +4,11 @@
 //! failures are not stored). Then the key is claimed; the work runs in one
 //! shard transaction that also stores the response; errors found after the
 //! claim are stored too; replays are byte for byte.
+//!
+//! A change that leaves its object at the processor may be followed by a
+//! second phase ([`execute_phased`], then [`answer_after_wait`]): the
+//! request waits for the outcome and replaces its stored response with the
+//! final answer, so that a replay still returns what the client got.
 
 use std::future::Future;
 
@@ -13,18 +18,25 @@ use axum::response::{IntoResponse, Response};
 use hmac::{Hmac, Mac};
 use http::{HeaderValue, StatusCode};
 use sha2::Sha256;
+use snakepay_http::error::SHOULD_RETRY_HEADER;
 use snakepay_http::{ApiError, Params, StripeParams, idempotency_key};
-use snakepay_store::idempotency::{self, AfterFailure, Claim, ClaimOutcome, StoredResponse};
+use snakepay_store::idempotency::{
+    self, AfterFailure, Claim, ClaimOutcome, ResponseBytes, StoredResponse,
+};
 use snakepay_store::retry::{self, AsRetryable};
-use sqlx::{Postgres, Transaction};
+use sqlx::{PgPool, Postgres, Transaction};
 
 use crate::auth::Auth;
 use crate::state::AppState;
 
 /// What the work produced: a status and the exact bytes to send and store.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reply {
     pub status: StatusCode,
     pub body: Vec<u8>,
+    /// The change it reports is at the processor (an intent `processing`, a
+    /// refund `pending`): the caller may wait for its outcome.
+    pub in_flight: bool,
 }
 
 impl Reply {
@@ -32,8 +44,23 @@ impl Reply {
         Ok(Reply {
             status: StatusCode::OK,
             body: serde_json::to_vec(value).map_err(|e| WorkError::Internal(e.into()))?,
+            in_flight: false,
         })
     }
+
+    pub fn in_flight(mut self, in_flight: bool) -> Reply {
+        self.in_flight = in_flight;
+        self
+    }
+}
+
+/// What [`execute_phased`] did.
+pub struct Executed {
+    /// The answer as of phase 1 (or the replay, or the error).
+    pub response: Response,
+    /// Set only when this request executed, committed, and stored (with a
+    /// key) a reply that reports a change in flight: what may be waited for.
+    pub in_flight: Option<Reply>,
 }
 
 /// Why the work failed: an API error (stored and returned) or an internal
@@ -140,11 +167,25 @@ impl FromRequest<AppState> for IdempotentPost {
     }
 }
 
+#[derive(Clone)]
 pub struct Request<'a> {
     pub auth: &'a Auth,
     pub request_id: &'a str,
     pub idempotency_key: Option<&'a str>,
     pub fingerprint: String,
+}
+
+impl Request<'_> {
+    fn claim(&self) -> Option<Claim<'_>> {
+        let context = &self.auth.0;
+        self.idempotency_key.map(|key| Claim {
+            merchant_id: context.merchant_id,
+            livemode: context.livemode,
+            key,
+            fingerprint: &self.fingerprint,
+            request_id: self.request_id,
+        })
+    }
 }
 
 /// Runs `work` in a transaction on the merchant's shard, under the key.
@@ -154,29 +195,37 @@ where
     W: Fn(Transaction<'static, Postgres>) -> Fut,
     Fut: Future<Output = Result<(Transaction<'static, Postgres>, Reply), WorkError>>,
 {
+    execute_phased(state, &request, work).await.response
+}
+
+/// [`execute`], telling the caller whether its committed change is in
+/// flight, so it may wait for the outcome and [`answer_after_wait`].
+pub async fn execute_phased<W, Fut>(state: &AppState, request: &Request<'_>, work: W) -> Executed
+where
+    W: Fn(Transaction<'static, Postgres>) -> Fut,
+    Fut: Future<Output = Result<(Transaction<'static, Postgres>, Reply), WorkError>>,
+{
+    let done = |response: Response| Executed {
+        response,
+        in_flight: None,
+    };
     let context = &request.auth.0;
     let pool = match state.shard(context.shard()) {
         Ok(pool) => pool,
-        Err(error) => return error.into_response(),
+        Err(error) => return done(error.into_response()),
     };
-    let claim = request.idempotency_key.map(|key| Claim {
-        merchant_id: context.merchant_id,
-        livemode: context.livemode,
-        key,
-        fingerprint: &request.fingerprint,
-        request_id: request.request_id,
-    });
+    let claim = request.claim();
     if let Some(claim) = &claim {
         match idempotency::claim(pool, claim).await {
             Ok(ClaimOutcome::Claimed) => {}
-            Ok(ClaimOutcome::Replay(stored)) => return replay(stored, claim.key),
+            Ok(ClaimOutcome::Replay(stored)) => return done(replay(stored, claim.key)),
             Ok(ClaimOutcome::Mismatch) => {
-                return ApiError::idempotency_mismatch(claim.key).into_response();
+                return done(ApiError::idempotency_mismatch(claim.key).into_response());
             }
             Ok(ClaimOutcome::InUse) => {
-                return ApiError::idempotency_in_use(claim.key).into_response();
+                return done(ApiError::idempotency_in_use(claim.key).into_response());
             }
-            Err(error) => return ApiError::internal(&error.into()).into_response(),
+            Err(error) => return done(ApiError::internal(&error.into()).into_response()),
         }
     }
 
@@ -192,10 +241,77 @@ where
     .await;
 
     let failure = match result {
-        Ok(reply) => return with_key(respond(reply.status, reply.body), request.idempotency_key),
+        Ok(reply) => {
+            let response = with_key(
+                respond(reply.status, reply.body.clone()),
+                request.idempotency_key,
+            );
+            let in_flight = reply.in_flight.then_some(reply);
+            return Executed {
+                response,
+                in_flight,
+            };
+        }
         Err(failure) => failure,
     };
-    let Some(claim) = &claim else {
+    done(after_failure(pool, claim.as_ref(), failure).await)
+}
+
+/// Phase 2's answer: `answer` (the state after the wait) replaces the
+/// response stored in phase 1 (`phase1`), so that a replay returns what this
+/// client gets. If the upgrade fails, the client gets the phase-1 response,
+/// which is still true and is what a replay returns.
+pub async fn answer_after_wait(
+    state: &AppState,
+    request: &Request<'_>,
+    phase1: Reply,
+    answer: Reply,
+) -> Response {
+    let unchanged = answer.status == phase1.status && answer.body == phase1.body;
+    if let (Some(claim), false) = (request.claim(), unchanged) {
+        let upgraded = match state.shard(request.auth.0.shard()) {
+            Ok(pool) => idempotency::replace_response(
+                pool,
+                &claim,
+                ResponseBytes {
+                    status: phase1.status.as_u16(),
+                    body: &phase1.body,
+                },
+                ResponseBytes {
+                    status: answer.status.as_u16(),
+                    body: &answer.body,
+                },
+            )
+            .await
+            .map_err(anyhow::Error::from),
+            Err(error) => Err(anyhow::anyhow!("{error}")),
+        };
+        match upgraded {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::warn!(
+                    http.request_id = request.request_id,
+                    "the stored idempotent response was not ours to upgrade; answering with it"
+                );
+                return with_key(respond(phase1.status, phase1.body), Some(claim.key));
+            }
+            Err(error) => {
+                tracing::warn!(
+                    http.request_id = request.request_id,
+                    error = %format!("{error:#}"),
+                    "could not upgrade the stored idempotent response; answering with it"
+                );
+                return with_key(respond(phase1.status, phase1.body), Some(claim.key));
+            }
+        }
+    }
+    with_key(respond(answer.status, answer.body), request.idempotency_key)
+}
+
+/// The answer to work that failed; stores it under the key when execution
+/// had begun.
+async fn after_failure(pool: &PgPool, claim: Option<&Claim<'_>>, failure: WorkError) -> Response {
+    let Some(claim) = claim else {
         return failure_response(failure);
     };
     if let WorkError::Unavailable(error) = &failure {
@@ -251,10 +367,16 @@ fn failure_response(failure: WorkError) -> Response {
 fn respond(status: StatusCode, body: Vec<u8>) -> Response {
     let mut response = Response::new(Body::from(body));
     *response.status_mut() = status;
-    response.headers_mut().insert(
+    let headers = response.headers_mut();
+    headers.insert(
         http::header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
+    // A card error is the processor's answer: the same request would get
+    // the same one (and a replay of its key certainly does).
+    if status == StatusCode::PAYMENT_REQUIRED {
+        headers.insert(SHOULD_RETRY_HEADER, HeaderValue::from_static("false"));
+    }
     response
 }
 

@@ -9,6 +9,9 @@
 //!   then the key's rate limit (`rate_limit.rs`), before any parameter is read.
 //! - `idempotent.rs`: POSTs under Stripe's idempotency rules, the response
 //!   stored in the same transaction as the change.
+//! - `outcome/`: waiting for the processor's outcome after a confirm,
+//!   capture, cancel or refund (the reply queue, the waiter registry, the
+//!   final answer), when `[broker]` is configured.
 //! - `cards.rs`: tokenizing card details into the vault.
 //! - `routes/`: one module per resource; `openapi.rs`: the document,
 //!   generated from the same route registrations.
@@ -22,6 +25,7 @@ mod auth;
 mod cards;
 mod idempotent;
 mod openapi;
+mod outcome;
 mod rate_limit;
 mod routes;
 mod state;
@@ -51,6 +55,12 @@ fn app(config: &ExternalApiConfig) -> anyhow::Result<(axum::Router, AppState)> {
                 config.vault.key_ring_path.display()
             )
         })?;
+    let outcomes = match &config.broker {
+        Some(_) => outcome::Outcomes::new(Duration::from_millis(
+            config.external_api.wait_for_outcome_ms,
+        )),
+        None => outcome::Outcomes::disabled(),
+    };
     let state = AppState(Arc::new(Inner {
         store: store.clone(),
         hasher: KeyHasher::new(&config.api_keys.hash_secret())?,
@@ -62,9 +72,10 @@ fn app(config: &ExternalApiConfig) -> anyhow::Result<(axum::Router, AppState)> {
             config.external_api.rate_limit_live_per_second,
             config.external_api.rate_limit_test_per_second,
         ),
+        outcomes: outcomes.clone(),
     }));
     let readiness_store = store.clone();
-    let checks = vec![ReadinessCheck::new("postgres", move || {
+    let mut checks = vec![ReadinessCheck::new("postgres", move || {
         let store = readiness_store.clone();
         async move {
             match store.ping().await {
@@ -73,6 +84,7 @@ fn app(config: &ExternalApiConfig) -> anyhow::Result<(axum::Router, AppState)> {
             }
         }
     })];
+    checks.extend(outcomes.readiness_check());
     let routes = routes::router()
         .with_state(state.clone())
         .merge(health_routes(checks));
@@ -110,9 +122,22 @@ fn spawn_reaper(state: AppState) {
     });
 }
 
+/// Listens for outcome replies in the background when a broker is
+/// configured (and waiting is on); never waits for the broker itself.
+fn spawn_reply_listener(
+    state: &AppState,
+    config: &ExternalApiConfig,
+) -> Option<tokio::task::JoinHandle<()>> {
+    let broker = config.broker.as_ref()?;
+    state
+        .outcomes
+        .listen(broker.url.expose().as_str().to_owned())
+}
+
 /// Serves in the background; for tests and embedding.
 pub async fn start(config: &ExternalApiConfig) -> anyhow::Result<ServerHandle> {
     let (app, state) = app(config)?;
+    spawn_reply_listener(&state, config);
     spawn_reaper(state);
     let grace = Duration::from_millis(config.external_api.http.shutdown_grace_ms);
     Ok(snakepay_http::spawn(config.external_api.http.listen_addr, app, grace).await?)
@@ -123,6 +148,7 @@ pub async fn run(config: ExternalApiConfig) -> anyhow::Result<()> {
     init_logging(&config);
     let (app, state) = app(&config)?;
     let store = state.store.clone();
+    let listener_task = spawn_reply_listener(&state, &config);
     spawn_reaper(state);
     let listener = tokio::net::TcpListener::bind(config.external_api.http.listen_addr)
         .await
@@ -130,6 +156,10 @@ pub async fn run(config: ExternalApiConfig) -> anyhow::Result<()> {
     tracing::info!(http.addr = %listener.local_addr()?, "external api listening");
     let grace = Duration::from_millis(config.external_api.http.shutdown_grace_ms);
     snakepay_http::serve(listener, app, snakepay_http::shutdown_signal(), grace).await?;
+    // Drops the broker connection, and with it the reply queue.
+    if let Some(task) = listener_task {
+        task.abort();
+    }
     store.close().await;
     tracing::info!("external api stopped");
     Ok(())

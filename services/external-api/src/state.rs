@@ -11,6 +11,7 @@ use sqlx::PgPool;
 
 use crate::config::RegionDirectoryEntry;
 use crate::idempotent::RequestFingerprintKey;
+use crate::outcome::Outcomes;
 use crate::rate_limit::RateLimits;
 
 #[derive(Clone)]
@@ -24,6 +25,8 @@ pub struct Inner {
     pub other_regions: Vec<RegionDirectoryEntry>,
     pub rate_limits: RateLimits,
     pub fingerprint_key: RequestFingerprintKey,
+    /// The reply queue for commands and the requests waiting for outcomes.
+    pub outcomes: Outcomes,
 }
 
 impl std::ops::Deref for AppState {

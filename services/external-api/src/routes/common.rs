@@ -190,11 +190,14 @@ pub fn events(
     snakepay_store::events::for_types(source, &effects.events, snapshot)
 }
 
-/// Outbox messages for the processor commands in `effects`.
+/// Outbox messages for the processor commands in `effects`, naming this
+/// instance's reply queue (`reply_to`) when it has one, so the outcome is
+/// reported to it (`crate::outcome`).
 pub fn command_messages(
     auth: &Auth,
     payment_intent: &str,
     effects: &Effects,
+    reply_to: Option<&str>,
 ) -> anyhow::Result<Vec<OutboxMessage>> {
     effects
         .commands
@@ -205,7 +208,7 @@ pub fn command_messages(
                 auth.0.livemode,
                 payment_intent,
                 command,
-                None,
+                reply_to,
             )
         })
         .collect()

@@ -4,7 +4,8 @@
 //! Every state change runs as: parse and validate (not stored) → claim the
 //! idempotency key → in one shard transaction, lock the intent, apply the
 //! domain transition, write the intent, its attempt, events and outbox
-//! commands, and store the response → commit.
+//! commands, and store the response → commit. Confirm, capture and cancel
+//! then wait a bounded time for the processor's outcome (`crate::outcome`).
 
 use std::collections::BTreeMap;
 
@@ -19,7 +20,8 @@ use snakepay_domain::ids::{
 };
 use snakepay_domain::money::charge_amount;
 use snakepay_domain::payment_intent::{
-    self, CancellationReason, CaptureMethod, IntentCommand, NewPaymentIntent, TransitionError,
+    self, CancellationReason, CaptureMethod, IntentCommand, NewPaymentIntent, PaymentIntentStatus,
+    TransitionError,
 };
 use snakepay_http::{ApiError, MetadataUpdate, ParamReader, RequestIdExt, StripeParams};
 use snakepay_store::intents::{self, IntentRecord, NewAttempt};
@@ -31,6 +33,7 @@ use crate::auth::Auth;
 use crate::cards::{self, CardInput, ParsedCard};
 use crate::idempotent::{self, IdempotentPost, Reply, WorkError};
 use crate::openapi::ApiRoutes;
+use crate::outcome::{self, IntentChange, Subject};
 use crate::routes::common::{self, command_messages, expansions, now, owned_id};
 use crate::state::AppState;
 use snakepay_store::objects;
@@ -292,6 +295,13 @@ fn amount(minor: i64, currency: Currency) -> Result<snakepay_domain::Money, ApiE
         .map_err(|e| ApiError::invalid_request(Some(e.code()), Some("amount"), e.to_string()))
 }
 
+/// Where a change comes from: the request (named in its events) and the
+/// reply queue its commands name, if any.
+struct Origin<'a> {
+    request_id: &'a str,
+    reply_to: Option<&'a str>,
+}
+
 /// Writes what a transition produced: attempt, events, commands, journal.
 async fn write_effects(
     tx: &mut Transaction<'static, Postgres>,
@@ -299,15 +309,19 @@ async fn write_effects(
     record: &IntentRecord,
     effects: &Effects,
     attempt: Option<NewAttempt>,
-    request_id: &str,
+    origin: &Origin<'_>,
 ) -> Result<Value, WorkError> {
     if let Some(attempt) = attempt {
         intents::insert_attempt(tx, &attempt).await?;
     }
     let snapshot = objects::payment_intent(record);
     let id = record.intent.id.to_string();
-    events::record(tx, &common::events(auth, effects, &snapshot, request_id)?).await?;
-    outbox::enqueue(tx, &command_messages(auth, &id, effects)?).await?;
+    events::record(
+        tx,
+        &common::events(auth, effects, &snapshot, origin.request_id)?,
+    )
+    .await?;
+    outbox::enqueue(tx, &command_messages(auth, &id, effects, origin.reply_to)?).await?;
     if let Some(journal) = &effects.journal {
         let context = ledger::JournalContext {
             merchant_id: &auth.0.merchant_id.to_string(),
@@ -329,17 +343,22 @@ async fn save_and_answer(
     record: &mut IntentRecord,
     effects: &Effects,
     attempt: Option<NewAttempt>,
-    request_id: &str,
+    origin: &Origin<'_>,
     expand: &[String],
 ) -> Result<(Transaction<'static, Postgres>, Reply), WorkError> {
     intents::update(&mut tx, record).await?;
-    write_effects(&mut tx, auth, record, effects, attempt, request_id).await?;
+    write_effects(&mut tx, auth, record, effects, attempt, origin).await?;
     let body = render(&mut tx, auth, record, expand).await?;
-    Ok((tx, Reply::ok(&body)?))
+    Ok((tx, answer(&body, record)?))
+}
+
+/// A 200 with the intent, marked in flight while it is at the processor.
+fn answer(body: &Value, record: &IntentRecord) -> Result<Reply, WorkError> {
+    Ok(Reply::ok(body)?.in_flight(record.intent.status == PaymentIntentStatus::Processing))
 }
 
 /// The intent's JSON with `expand[]` applied.
-async fn render(
+pub(crate) async fn render(
     conn: &mut PgConnection,
     auth: &Auth,
     record: &IntentRecord,
@@ -365,12 +384,14 @@ async fn render(
     Ok(object)
 }
 
-fn new_attempt(state: &AppState, auth: &Auth) -> Result<(AttemptId, ChargeId), WorkError> {
+/// The IDs of a new attempt and its charge. Made before the transaction, so
+/// the request knows its own attempt when it waits for the outcome (a
+/// retried transaction reuses them: its first try rolled back).
+fn new_attempt(state: &AppState, auth: &Auth) -> Result<(AttemptId, ChargeId), ApiError> {
     let shard = auth.0.shard();
-    Ok((
-        AttemptId::generate(state.region, shard).map_err(anyhow::Error::from)?,
-        ChargeId::generate(state.region, shard).map_err(anyhow::Error::from)?,
-    ))
+    let generated = AttemptId::generate(state.region, shard)
+        .and_then(|attempt| Ok((attempt, ChargeId::generate(state.region, shard)?)));
+    generated.map_err(|e| ApiError::internal(&e.into()))
 }
 
 fn attempt_row(
@@ -468,8 +489,27 @@ async fn create(
         idempotency_key: key.as_deref(),
         fingerprint,
     };
-    let response = idempotent::execute(&state, request, |mut tx| {
-        let (state, auth, input, request_id) = (&state, &auth, &input, &request_id);
+    let id = PaymentIntentId::generate(state.region, auth.0.shard())
+        .map_err(|e| ApiError::internal(&e.into()))?;
+    // Used only with `confirm=true`: then a create is a confirmation and
+    // waits like one.
+    let (attempt, charge) = new_attempt(&state, &auth)?;
+    let subject = Subject::Intent {
+        id,
+        change: IntentChange::Confirm { attempt },
+        expand: &input.expand,
+    };
+    let expectation = if input.confirm {
+        state.outcomes.expect(&subject)
+    } else {
+        state.outcomes.expect_nothing()
+    };
+    let executed = idempotent::execute_phased(&state, &request, |mut tx| {
+        let (state, auth, input) = (&state, &auth, &input);
+        let origin = Origin {
+            request_id: &request_id,
+            reply_to: expectation.reply_to(),
+        };
         async move {
             let context = &auth.0;
             let customer = match &input.customer {
@@ -488,8 +528,6 @@ async fn create(
                 }
                 None => None,
             };
-            let id = PaymentIntentId::generate(state.region, context.shard())
-                .map_err(anyhow::Error::from)?;
             let created = payment_intent::create(NewPaymentIntent {
                 id,
                 amount: amount(input.amount, input.currency)?,
@@ -499,14 +537,13 @@ async fn create(
             });
             let mut effects = created.effects;
             let mut intent = created.intent;
-            let mut attempt = None;
+            let mut confirmed_attempt = None;
             if input.confirm {
-                let (attempt_id, charge) = new_attempt(state, auth)?;
                 let confirmed = payment_intent::apply(
                     &intent,
                     IntentCommand::Confirm {
                         payment_method: None,
-                        attempt: attempt_id,
+                        attempt,
                         charge,
                     },
                 )
@@ -514,7 +551,7 @@ async fn create(
                 intent = confirmed.intent;
                 effects.commands.extend(confirmed.effects.commands);
                 effects.events.extend(confirmed.effects.events);
-                attempt = Some((attempt_id, charge));
+                confirmed_attempt = Some((attempt, charge));
             }
             let record = IntentRecord {
                 intent,
@@ -532,14 +569,14 @@ async fn create(
                 version: 1,
             };
             intents::insert(&mut tx, &record).await?;
-            let attempt_row = attempt.and_then(|(a, c)| attempt_row(&record, a, c, auth));
-            write_effects(&mut tx, auth, &record, &effects, attempt_row, request_id).await?;
+            let attempt_row = confirmed_attempt.and_then(|(a, c)| attempt_row(&record, a, c, auth));
+            write_effects(&mut tx, auth, &record, &effects, attempt_row, &origin).await?;
             let body = render(&mut tx, auth, &record, &input.expand).await?;
-            Ok((tx, Reply::ok(&body)?))
+            Ok((tx, answer(&body, &record)?))
         }
     })
     .await;
-    Ok(response)
+    Ok(outcome::finish(&state, &request, executed, expectation, &subject).await)
 }
 
 async fn retrieve(
@@ -687,8 +724,14 @@ async fn update(
         idempotency_key: key.as_deref(),
         fingerprint,
     };
+    // Superseding an attempt sends a void; nobody waits for its outcome.
+    let reply_to = state.outcomes.reply_to();
     Ok(idempotent::execute(&state, request, |mut tx| {
-        let (state, auth, input, request_id) = (&state, &auth, &input, &request_id);
+        let (state, auth, input) = (&state, &auth, &input);
+        let origin = Origin {
+            request_id: &request_id,
+            reply_to: reply_to.as_deref(),
+        };
         async move {
             let mut record = lock_intent(&mut tx, auth, intent_id).await?;
             let mut effects = Effects::none();
@@ -743,7 +786,7 @@ async fn update(
                 &mut record,
                 &effects,
                 None,
-                request_id,
+                &origin,
                 &input.expand,
             )
             .await
@@ -788,10 +831,21 @@ async fn confirm(
         idempotency_key: key.as_deref(),
         fingerprint,
     };
-    Ok(idempotent::execute(&state, request, |mut tx| {
-        let (state, auth, request_id) = (&state, &auth, &request_id);
+    let (attempt, charge) = new_attempt(&state, &auth)?;
+    let subject = Subject::Intent {
+        id: intent_id,
+        change: IntentChange::Confirm { attempt },
+        expand: &expand,
+    };
+    let expectation = state.outcomes.expect(&subject);
+    let executed = idempotent::execute_phased(&state, &request, |mut tx| {
+        let (state, auth) = (&state, &auth);
         let (source, secret, return_url, receipt_email, expand, id) =
             (&source, &secret, &return_url, &receipt_email, &expand, &id);
+        let origin = Origin {
+            request_id: &request_id,
+            reply_to: expectation.reply_to(),
+        };
         async move {
             let mut record = lock_intent(&mut tx, auth, intent_id).await?;
             check_client_secret(auth, &record, secret.as_deref(), id)?;
@@ -804,7 +858,6 @@ async fn confirm(
             if let Some(method) = capture_method {
                 record.intent.capture_method = method;
             }
-            let (attempt, charge) = new_attempt(state, auth)?;
             let t = payment_intent::apply(
                 &record.intent,
                 IntentCommand::Confirm {
@@ -828,13 +881,14 @@ async fn confirm(
                 &mut record,
                 &t.effects,
                 attempt_row,
-                request_id,
+                &origin,
                 expand,
             )
             .await
         }
     })
-    .await)
+    .await;
+    Ok(outcome::finish(&state, &request, executed, expectation, &subject).await)
 }
 
 /// What capture and cancel share: the request, parsed.
@@ -843,12 +897,13 @@ struct SimpleRequest<'a> {
     request_id: &'a str,
     idempotency_key: Option<&'a str>,
     fingerprint: String,
-    /// `capture` or `cancel`: capture names its amount `amount_to_capture`.
-    path_suffix: &'static str,
+    /// Capture or cancel: capture names its amount `amount_to_capture`.
+    change: IntentChange,
     expand: Vec<String>,
 }
 
-/// Capture and cancel: lock, apply one command, write, answer.
+/// Capture and cancel: lock, apply one command, write, answer (after
+/// waiting for the processor when the change went to it).
 async fn simple_transition(
     state: &AppState,
     auth: &Auth,
@@ -861,7 +916,7 @@ async fn simple_transition(
         request_id,
         idempotency_key,
         fingerprint,
-        path_suffix,
+        change,
         expand,
     } = request;
     let intent_id = owned_id::<PaymentIntentKind>(state, auth, id, OBJECT, "intent")?;
@@ -871,15 +926,26 @@ async fn simple_transition(
         idempotency_key,
         fingerprint,
     };
-    Ok(idempotent::execute(state, request, |mut tx| {
+    let subject = Subject::Intent {
+        id: intent_id,
+        change,
+        expand: &expand,
+    };
+    let expectation = state.outcomes.expect(&subject);
+    let executed = idempotent::execute_phased(state, &request, |mut tx| {
         let (command, expand) = (&command, &expand);
+        let origin = Origin {
+            request_id,
+            reply_to: expectation.reply_to(),
+        };
         async move {
             let mut record = lock_intent(&mut tx, auth, intent_id).await?;
             let t = payment_intent::apply(&record.intent, command()).map_err(|error| {
                 // The domain calls every amount `amount`; capture's is `amount_to_capture`.
                 match transition_error(error) {
                     WorkError::Api(mut api)
-                        if path_suffix == "capture" && api.param.as_deref() == Some("amount") =>
+                        if change == IntentChange::Capture
+                            && api.param.as_deref() == Some("amount") =>
                     {
                         api.param = Some("amount_to_capture".to_owned());
                         WorkError::Api(api)
@@ -888,10 +954,11 @@ async fn simple_transition(
                 }
             })?;
             record.intent = t.intent;
-            save_and_answer(tx, auth, &mut record, &t.effects, None, request_id, expand).await
+            save_and_answer(tx, auth, &mut record, &t.effects, None, &origin, expand).await
         }
     })
-    .await)
+    .await;
+    Ok(outcome::finish(state, &request, executed, expectation, &subject).await)
 }
 
 async fn capture(
@@ -917,7 +984,7 @@ async fn capture(
             request_id: &request_id,
             idempotency_key: key.as_deref(),
             fingerprint,
-            path_suffix: "capture",
+            change: IntentChange::Capture,
             expand,
         },
         || IntentCommand::Capture { amount_to_capture },
@@ -948,7 +1015,7 @@ async fn cancel(
             request_id: &request_id,
             idempotency_key: key.as_deref(),
             fingerprint,
-            path_suffix: "cancel",
+            change: IntentChange::Cancel,
             expand,
         },
         || IntentCommand::Cancel { reason, now: now() },

@@ -1,10 +1,11 @@
 //! `/v1/refunds`: create (by `payment_intent` or `charge`), retrieve, list.
-//! A refund stays `pending` until the processor answers (the pipeline).
+//! A refund stays `pending` until the processor answers (the pipeline); the
+//! create waits a bounded time for that answer (`crate::outcome`).
 
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use snakepay_domain::ids::{ChargeKind, PaymentIntentId, PaymentIntentKind, RefundId, RefundKind};
-use snakepay_domain::refund::{self, NewRefund, RefundReason};
+use snakepay_domain::refund::{self, NewRefund, RefundReason, RefundStatus};
 use snakepay_http::{ApiError, MetadataUpdate, RequestIdExt, StripeParams};
 use snakepay_store::refunds::{self, RefundRecord};
 use snakepay_store::{charges, events, intents, outbox};
@@ -12,6 +13,7 @@ use snakepay_store::{charges, events, intents, outbox};
 use crate::auth::Auth;
 use crate::idempotent::{self, IdempotentPost, Reply, WorkError};
 use crate::openapi::ApiRoutes;
+use crate::outcome::{self, Subject};
 use crate::routes::common::{self, command_messages, now, owned_id};
 use crate::routes::payment_intents::{lock_intent, transition_error};
 use crate::state::AppState;
@@ -112,9 +114,16 @@ async fn create(
         idempotency_key: key.as_deref(),
         fingerprint,
     };
-    Ok(idempotent::execute(&state, request, |mut tx| {
+    // Made before the transaction, so the request can wait for this refund
+    // (a retried transaction reuses it: its first try rolled back).
+    let id = RefundId::generate(state.region, auth.0.shard())
+        .map_err(|e| ApiError::internal(&e.into()))?;
+    let subject = Subject::Refund { id };
+    let expectation = state.outcomes.expect(&subject);
+    let executed = idempotent::execute_phased(&state, &request, |mut tx| {
         let (state, auth, target, metadata, request_id) =
             (&state, &auth, &target, &metadata, &request_id);
+        let reply_to = expectation.reply_to();
         async move {
             let context = &auth.0;
             let intent_id = match target {
@@ -133,8 +142,6 @@ async fn create(
                 }
             };
             let mut record = lock_intent(&mut tx, auth, intent_id).await?;
-            let id =
-                RefundId::generate(state.region, context.shard()).map_err(anyhow::Error::from)?;
             let t = refund::request(
                 &record.intent,
                 NewRefund {
@@ -162,13 +169,15 @@ async fn create(
             .await?;
             outbox::enqueue(
                 &mut tx,
-                &command_messages(auth, &intent_id.to_string(), &t.effects)?,
+                &command_messages(auth, &intent_id.to_string(), &t.effects, reply_to)?,
             )
             .await?;
-            Ok::<_, WorkError>((tx, Reply::ok(&object)?))
+            let in_flight = refund_record.refund.status == RefundStatus::Pending;
+            Ok::<_, WorkError>((tx, Reply::ok(&object)?.in_flight(in_flight)))
         }
     })
-    .await)
+    .await;
+    Ok(outcome::finish(&state, &request, executed, expectation, &subject).await)
 }
 
 async fn retrieve(

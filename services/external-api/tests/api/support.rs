@@ -16,6 +16,8 @@ pub struct TestApi {
     pub db: TestDatabases,
     pub server: ServerHandle,
     pub client: reqwest::Client,
+    /// What the server was started with, for [`TestApi::another_instance`].
+    pub config: ExternalApiConfig,
     _dir: tempfile::TempDir,
 }
 
@@ -52,6 +54,23 @@ impl TestApi {
 
     /// Starts with extra `[external_api]` settings (TOML lines).
     pub async fn start_with(external_api_settings: &str) -> TestApi {
+        TestApi::launch(external_api_settings, "").await
+    }
+
+    /// Starts with a `[broker]` section for `broker_url` (outcome replies)
+    /// and extra `[external_api]` settings.
+    pub async fn start_with_broker(broker_url: &str, external_api_settings: &str) -> TestApi {
+        let settings = format!("rate_limit_test_per_second = 100000\n{external_api_settings}");
+        TestApi::launch(&settings, &format!("[broker]\nurl = \"{broker_url}\"\n")).await
+    }
+
+    /// A second server over the same databases and configuration: another
+    /// instance of the same deployment.
+    pub async fn another_instance(&self) -> ServerHandle {
+        start(&self.config).await.unwrap()
+    }
+
+    async fn launch(external_api_settings: &str, other_sections: &str) -> TestApi {
         let db = testing::fresh(2).await.unwrap();
         let dir = tempfile::tempdir().unwrap();
         let key_ring = dir.path().join("keyring.json");
@@ -82,6 +101,7 @@ impl TestApi {
             code = "us-1"
             number = 2
             public_api_url = "https://api.us-1.snakepay.test"
+            {other_sections}
             "#,
             control = db.control_url(),
             shards = shards.join(", "),
@@ -93,6 +113,7 @@ impl TestApi {
             db,
             server,
             client: reqwest::Client::new(),
+            config,
             _dir: dir,
         }
     }
@@ -176,6 +197,23 @@ impl TestApi {
         format!("{}{path}", self.server.url())
     }
 
+    /// POST to another instance (see [`TestApi::another_instance`]).
+    pub async fn post_to(
+        &self,
+        instance: &ServerHandle,
+        key: &str,
+        path: &str,
+        form: &[(&str, &str)],
+    ) -> Reply {
+        let request = self
+            .client
+            .post(format!("{}{path}", instance.url()))
+            .bearer_auth(key)
+            .body(encode(form))
+            .header("content-type", "application/x-www-form-urlencoded");
+        self.send(request).await
+    }
+
     pub async fn send(&self, request: reqwest::RequestBuilder) -> Reply {
         let response = request.send().await.unwrap();
         let status = response.status().as_u16();
@@ -241,6 +279,14 @@ impl TestApi {
     }
 }
 
+/// The test broker's vhost: `SNAKEPAY_TEST_AMQP_URL` names the server, as
+/// for the bus crate's tests.
+pub fn amqp_url() -> String {
+    let server = std::env::var("SNAKEPAY_TEST_AMQP_URL")
+        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672".to_owned());
+    format!("{}/snakepay", server.trim_end_matches('/'))
+}
+
 /// A complete External API configuration that needs no running database,
 /// for tests of start-up validation; `external_api_extra` adds TOML lines to
 /// the service's own section.
@@ -300,48 +346,19 @@ impl TestApi {
         intent: &str,
         outcome: snakepay_domain::payment_intent::AuthorizationOutcome,
     ) {
-        use snakepay_domain::payment_intent::{self, IntentCommand, PendingOperation};
-        use snakepay_store::{intents, ledger};
+        use snakepay_domain::payment_intent::{IntentCommand, PendingOperation};
         let pool = self.db.store.shard(merchant.id.shard()).unwrap();
-        let mut tx = pool.begin().await.unwrap();
-        let id = snakepay_domain::ids::PaymentIntentId::parse(intent).unwrap();
-        let mut record = intents::load_for_update(&mut tx, id, merchant.id, false)
-            .await
-            .unwrap()
-            .unwrap();
-        let Some(PendingOperation::Authorize { attempt, .. }) = record.intent.pending else {
-            panic!("no authorization pending on {intent}");
-        };
-        let approved = outcome == snakepay_domain::payment_intent::AuthorizationOutcome::Approved;
-        let t = payment_intent::apply(
-            &record.intent,
+        apply_intent_outcome(pool, merchant.id, intent, |current| {
+            let Some(PendingOperation::Authorize { attempt, .. }) = current.pending else {
+                panic!("no authorization pending on {intent}");
+            };
             IntentCommand::AuthorizationResult {
                 attempt,
                 outcome,
                 now: 1_800_000_000,
-            },
-        )
-        .unwrap();
-        record.intent = t.intent;
-        intents::update(&mut tx, &mut record).await.unwrap();
-        if let Some(journal) = &t.effects.journal {
-            let merchant_id = merchant.id.to_string();
-            let context = ledger::JournalContext {
-                merchant_id: &merchant_id,
-                livemode: false,
-                payment_intent_id: Some(intent),
-                refund_id: None,
-                description: "test settlement",
-            };
-            ledger::post(&mut tx, context, journal).await.unwrap();
-        }
-        sqlx::query("update payment_attempts set status = $2 where id = $1")
-            .bind(attempt.to_string())
-            .bind(if approved { "approved" } else { "declined" })
-            .execute(&mut *tx)
-            .await
-            .unwrap();
-        tx.commit().await.unwrap();
+            }
+        })
+        .await;
     }
 
     /// A payment of `amount` USD that has succeeded (confirmed, approved).
@@ -370,4 +387,124 @@ impl TestApi {
         .await;
         id
     }
+}
+
+/// Applies a processor outcome (`command`, built from the locked intent) to
+/// an intent the way the integration service does: domain transition,
+/// intent, attempt status and journal in one transaction. Returns the intent
+/// as committed.
+pub async fn apply_intent_outcome(
+    pool: &sqlx::PgPool,
+    merchant: MerchantId,
+    intent: &str,
+    command: impl FnOnce(
+        &snakepay_domain::payment_intent::PaymentIntent,
+    ) -> snakepay_domain::payment_intent::IntentCommand,
+) -> snakepay_domain::payment_intent::PaymentIntent {
+    use snakepay_domain::payment_intent::{self, AuthorizationOutcome, IntentCommand};
+    use snakepay_store::intents;
+    let mut tx = pool.begin().await.unwrap();
+    let id = snakepay_domain::ids::PaymentIntentId::parse(intent).unwrap();
+    let mut record = intents::load_for_update(&mut tx, id, merchant, false)
+        .await
+        .unwrap()
+        .unwrap();
+    let command = command(&record.intent);
+    let t = payment_intent::apply(&record.intent, command.clone()).unwrap();
+    record.intent = t.intent;
+    intents::update(&mut tx, &mut record).await.unwrap();
+    post_journal(&mut tx, merchant, intent, None, t.effects.journal.as_ref()).await;
+    if let IntentCommand::AuthorizationResult {
+        attempt, outcome, ..
+    } = &command
+    {
+        let (status, error) = match outcome {
+            AuthorizationOutcome::Approved => ("approved", None),
+            AuthorizationOutcome::Declined(error) => ("declined", Some(error)),
+            AuthorizationOutcome::RequiresAction(_) => ("requires_action", None),
+            AuthorizationOutcome::Unknown => ("pending", None),
+        };
+        let code = error.map(|e| {
+            serde_json::to_value(e.code)
+                .unwrap()
+                .as_str()
+                .unwrap()
+                .to_owned()
+        });
+        sqlx::query(
+            "update payment_attempts set status = $2, failure_code = $3, decline_code = $4,
+                 failure_message = $5
+             where id = $1",
+        )
+        .bind(attempt.to_string())
+        .bind(status)
+        .bind(code)
+        .bind(error.and_then(|e| e.decline_code.clone()))
+        .bind(error.map(|e| e.message.clone()))
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    }
+    tx.commit().await.unwrap();
+    record.intent
+}
+
+/// Applies a processor's answer to a refund the way the integration service
+/// does: refund status, the intent's refund totals and the journal in one
+/// transaction, under the intent's row lock.
+pub async fn apply_refund_outcome(
+    pool: &sqlx::PgPool,
+    merchant: MerchantId,
+    refund: &str,
+    outcome: snakepay_domain::payment_intent::ProcessorOutcome,
+) {
+    use snakepay_store::{intents, refunds};
+    let refund_id = snakepay_domain::ids::RefundId::parse(refund).unwrap();
+    let found = refunds::find(pool, refund_id, merchant, false)
+        .await
+        .unwrap()
+        .unwrap();
+    let mut tx = pool.begin().await.unwrap();
+    let mut record =
+        intents::load_for_update(&mut tx, found.refund.payment_intent, merchant, false)
+            .await
+            .unwrap()
+            .unwrap();
+    let t = snakepay_domain::refund::apply_outcome(&record.intent, &found.refund, outcome).unwrap();
+    record.intent = t.intent;
+    intents::update(&mut tx, &mut record).await.unwrap();
+    refunds::update_outcome(&mut tx, &t.refund).await.unwrap();
+    let intent = found.refund.payment_intent.to_string();
+    post_journal(
+        &mut tx,
+        merchant,
+        &intent,
+        Some(refund),
+        t.effects.journal.as_ref(),
+    )
+    .await;
+    tx.commit().await.unwrap();
+}
+
+async fn post_journal(
+    tx: &mut sqlx::Transaction<'static, sqlx::Postgres>,
+    merchant: MerchantId,
+    intent: &str,
+    refund: Option<&str>,
+    journal: Option<&snakepay_domain::ledger::Journal>,
+) {
+    let Some(journal) = journal else {
+        return;
+    };
+    let merchant_id = merchant.to_string();
+    let context = snakepay_store::ledger::JournalContext {
+        merchant_id: &merchant_id,
+        livemode: false,
+        payment_intent_id: Some(intent),
+        refund_id: refund,
+        description: "test settlement",
+    };
+    snakepay_store::ledger::post(tx, context, journal)
+        .await
+        .unwrap();
 }
