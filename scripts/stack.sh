@@ -151,14 +151,17 @@ ensure_rabbitmq() {
     wait_for 90 rabbitmq_ready || die "RabbitMQ did not open port $AMQP_PORT within 90 s: see /var/log/rabbitmq/"
     ok "started"
   fi
-  if as_root rabbitmqctl -q list_vhosts 2>/dev/null | grep -qx "$RABBITMQ_VHOST"; then
-    ok "vhost $RABBITMQ_VHOST exists"
-  else
-    as_root rabbitmqctl -q add_vhost "$RABBITMQ_VHOST" >/dev/null || die "cannot create RabbitMQ vhost $RABBITMQ_VHOST"
-    ok "created vhost $RABBITMQ_VHOST"
-  fi
-  as_root rabbitmqctl -q set_permissions -p "$RABBITMQ_VHOST" guest '.*' '.*' '.*' >/dev/null ||
-    die "cannot grant guest access to vhost $RABBITMQ_VHOST"
+  local vhost
+  for vhost in "$RABBITMQ_VHOST" "$RABBITMQ_TEST_VHOST"; do
+    if as_root rabbitmqctl -q list_vhosts 2>/dev/null | grep -qx "$vhost"; then
+      ok "vhost $vhost exists"
+    else
+      as_root rabbitmqctl -q add_vhost "$vhost" >/dev/null || die "cannot create RabbitMQ vhost $vhost"
+      ok "created vhost $vhost"
+    fi
+    as_root rabbitmqctl -q set_permissions -p "$vhost" guest '.*' '.*' '.*' >/dev/null ||
+      die "cannot grant guest access to vhost $vhost"
+  done
 }
 
 status() {

@@ -39,6 +39,16 @@ step() {
 
 "$REPO_ROOT/scripts/stack.sh" up
 
+say "a clean broker vhost for the tests"
+if as_root rabbitmqctl -q delete_vhost "$RABBITMQ_TEST_VHOST" >/dev/null 2>&1 &&
+  as_root rabbitmqctl -q add_vhost "$RABBITMQ_TEST_VHOST" >/dev/null &&
+  as_root rabbitmqctl -q set_permissions -p "$RABBITMQ_TEST_VHOST" guest '.*' '.*' '.*' >/dev/null; then
+  ok "vhost $RABBITMQ_TEST_VHOST recreated"
+else
+  note "could not recreate vhost $RABBITMQ_TEST_VHOST; tests reuse it as it is"
+  "$REPO_ROOT/scripts/stack.sh" up >/dev/null
+fi
+
 say "tools"
 ensure_cargo_tool cargo-nextest cargo-nextest "$NEXTEST_VERSION"
 ensure_cargo_tool cargo-deny cargo-deny "$CARGO_DENY_VERSION"

@@ -23,6 +23,9 @@ DB_PASSWORD="snakepay"
 LOCAL_REGION="local"
 SHARD_COUNT=2
 RABBITMQ_VHOST="snakepay"
+# The tests' own vhost: scripts/test.sh recreates it before every run, so
+# queues a crashed test left behind never pile up (quorum queues are heavy).
+RABBITMQ_TEST_VHOST="snakepay_test"
 
 # Minimum versions the platform is built and tested against.
 MIN_POSTGRES_MAJOR=15

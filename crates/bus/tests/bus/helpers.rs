@@ -14,7 +14,7 @@ const POLL: Duration = Duration::from_millis(10);
 pub fn amqp_url() -> String {
     let server = std::env::var("SNAKEPAY_TEST_AMQP_URL")
         .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672".to_owned());
-    format!("{}/snakepay", server.trim_end_matches('/'))
+    format!("{}/snakepay_test", server.trim_end_matches('/'))
 }
 
 pub fn unique_prefix() -> String {

@@ -284,7 +284,7 @@ impl TestApi {
 pub fn amqp_url() -> String {
     let server = std::env::var("SNAKEPAY_TEST_AMQP_URL")
         .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672".to_owned());
-    format!("{}/snakepay", server.trim_end_matches('/'))
+    format!("{}/snakepay_test", server.trim_end_matches('/'))
 }
 
 /// A complete External API configuration that needs no running database,

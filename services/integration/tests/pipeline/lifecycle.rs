@@ -45,7 +45,7 @@ async fn every_test_card_reaches_its_outcome_through_the_public_api() {
         let retried = pipeline.settled(&merchant, &id(&intent)).await;
         assert_eq!(retried["status"], "succeeded", "{number} retry: {retried}");
     }
-    pipeline.assert_invariants().await;
+    pipeline.finish().await;
 }
 
 #[tokio::test]
@@ -82,7 +82,7 @@ async fn a_three_d_secure_card_waits_for_the_challenge_and_then_succeeds() {
         .wait_for_intent(&merchant, &id(&intent), |i| i["status"] == "succeeded")
         .await;
     assert_eq!(done["amount_received"], 2_500);
-    pipeline.assert_invariants().await;
+    pipeline.finish().await;
 }
 
 #[tokio::test]
@@ -114,7 +114,7 @@ async fn manual_capture_of_part_releases_the_rest() {
     assert_eq!(at_sim.len(), 1);
     assert_eq!(at_sim[0]["status"], "captured");
     assert_eq!(at_sim[0]["amount_captured"], 600);
-    pipeline.assert_invariants().await;
+    pipeline.finish().await;
 }
 
 #[tokio::test]
@@ -153,7 +153,7 @@ async fn cancelling_an_uncaptured_payment_releases_the_authorization() {
         )
         .await;
     assert_eq!(held, 0);
-    pipeline.assert_invariants().await;
+    pipeline.finish().await;
 }
 
 #[tokio::test]
@@ -201,7 +201,7 @@ async fn partial_and_full_refunds_complete_and_then_nothing_is_left_to_refund() 
     let attempt = latest_attempt(&pipeline, &merchant, &intent_id).await;
     let at_sim = pipeline.sim_authorizations_for(&attempt).await;
     assert_eq!(at_sim[0]["amount_refunded"], 1_000);
-    pipeline.assert_invariants().await;
+    pipeline.finish().await;
 }
 
 /// The attempt behind an intent's latest charge (the processor knows the
@@ -240,6 +240,7 @@ async fn processor_notifications_without_a_valid_signature_are_refused() {
         .await
         .unwrap();
     assert_eq!(forged.status(), 401);
+    pipeline.finish().await;
 }
 
 #[tokio::test]
@@ -282,4 +283,5 @@ async fn the_recorder_writes_every_event_of_a_payment_into_its_history() {
         );
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
+    pipeline.finish().await;
 }

@@ -58,7 +58,7 @@ async fn twenty_concurrent_refunds_never_refund_more_than_was_received() {
         pipeline.sim_authorizations_for(&attempt).await[0]["amount_refunded"],
         1_000
     );
-    pipeline.assert_invariants().await;
+    pipeline.finish().await;
 }
 
 #[tokio::test]
@@ -110,7 +110,7 @@ async fn a_redelivered_command_charges_nothing_twice() {
         .scalar_i64(merchant.id.shard(), "select count(*) from journals")
         .await;
     assert_eq!(journals_after, journals_before, "no second journal");
-    pipeline.assert_invariants().await;
+    pipeline.finish().await;
 }
 
 #[tokio::test]
@@ -131,7 +131,7 @@ async fn a_processor_timeout_stays_processing_until_the_reconciler_resolves_it_w
     let at_sim = pipeline.sim_authorizations_for(&attempt).await;
     assert_eq!(at_sim.len(), 1, "exactly one charge at the processor");
     assert_eq!(at_sim[0]["amount_captured"], 777);
-    pipeline.assert_invariants().await;
+    pipeline.finish().await;
 }
 
 #[tokio::test]
@@ -145,7 +145,7 @@ async fn a_processor_error_after_the_work_is_resolved_by_a_retry_with_the_same_k
     assert_eq!(done["status"], "succeeded", "{done}");
     let attempt = latest_attempt(&pipeline, &merchant, &id(&intent)).await;
     assert_eq!(pipeline.sim_authorizations_for(&attempt).await.len(), 1);
-    pipeline.assert_invariants().await;
+    pipeline.finish().await;
 }
 
 #[tokio::test]
@@ -164,7 +164,7 @@ async fn payments_confirmed_while_the_integration_service_is_down_complete_after
     pipeline.restart_integration().await;
     let done = pipeline.settled(&merchant, &intent_id).await;
     assert_eq!(done["status"], "succeeded");
-    pipeline.assert_invariants().await;
+    pipeline.finish().await;
 }
 
 #[test]
@@ -251,7 +251,7 @@ async fn when_the_processor_fails_every_call_the_circuit_opens_and_payments_comp
         let attempt = latest_attempt(&pipeline, &merchant, &id(&done)).await;
         assert_eq!(pipeline.sim_authorizations_for(&attempt).await.len(), 1);
     }
-    pipeline.assert_invariants().await;
+    pipeline.finish().await;
 }
 
 #[tokio::test]
@@ -307,5 +307,5 @@ async fn processor_calls_leave_through_the_configured_egress_proxy() {
         forwarded.load(Ordering::SeqCst) >= 1,
         "the call went through the proxy"
     );
-    pipeline.assert_invariants().await;
+    pipeline.finish().await;
 }

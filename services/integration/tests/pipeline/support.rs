@@ -36,7 +36,7 @@ pub struct Merchant {
 pub fn amqp_url() -> String {
     let server = std::env::var("SNAKEPAY_TEST_AMQP_URL")
         .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672".to_owned());
-    format!("{}/snakepay", server.trim_end_matches('/'))
+    format!("{}/snakepay_test", server.trim_end_matches('/'))
 }
 
 /// An object's `id`.
@@ -70,6 +70,11 @@ impl Pipeline {
         sim: impl FnOnce(&mut ProcessorSimSection),
         integration: &str,
     ) -> Pipeline {
+        // SNAKEPAY_TEST_LOG=snakepay_integration=debug shows the services' logs.
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_env("SNAKEPAY_TEST_LOG"))
+            .with_test_writer()
+            .try_init();
         let db = testing::fresh(2).await.unwrap();
         let dir = tempfile::tempdir().unwrap();
         let key_ring = dir.path().join("keyring.json");
@@ -436,6 +441,22 @@ impl Pipeline {
             .await
             .unwrap();
         assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
+    }
+
+    /// Ends a test: checks the invariants, stops the services and deletes
+    /// the test's queues and exchanges (quorum queues are heavy; a broker
+    /// collecting hundreds slows down).
+    pub async fn finish(mut self) {
+        self.assert_invariants().await;
+        self.stop_integration().await;
+        let topology = snakepay_bus::Topology::new(&self.prefix, 5);
+        let connection = snakepay_bus::connect(&amqp_url()).await.unwrap();
+        let channel = connection.create_channel().await.unwrap();
+        topology
+            .delete(&channel, &snakepay_bus::Topology::standard_queues())
+            .await
+            .unwrap();
+        let _ = connection.close(200, "test done".into()).await;
     }
 
     /// Stops the integration service (for tests that restart it).
