@@ -13,6 +13,8 @@
 //!   `Stripe-Version`, path canonicalisation, body limit, timeout, panic
 //!   catching and envelope-shaped 404/405/413.
 //! - [`health`]: `/livez` and `/readyz` with concurrent, time-limited checks.
+//! - [`net`]: [`net::is_public_ip`], the one rule for which addresses a
+//!   merchant-given URL may reach (server-side request forgery).
 //! - [`server`]: [`serve`] with graceful shutdown, [`shutdown_signal`], and
 //!   [`spawn`] for servers on port 0 (tests, in-process services).
 //!
@@ -23,6 +25,7 @@ pub mod error;
 pub mod extract;
 pub mod health;
 pub mod layers;
+pub mod net;
 pub mod params;
 pub mod server;
 

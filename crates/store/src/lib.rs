@@ -20,6 +20,8 @@
 //! - [`effects`]: writing a transition's events, commands and journal.
 //! - [`refunds`]; [`charges`] (a view of attempts, not a table);
 //!   [`webhook_endpoints`] (with their sealed signing secrets).
+//! - [`webhook_deliveries`]: the webhook dispatcher's durable schedule, one
+//!   delivery per (event, endpoint) and every attempt at it.
 //! - [`outbox`]: messages for the broker, committed with the change, and
 //!   the payload of processor commands.
 //! - [`objects`]: the Stripe JSON of each object, for responses, event
@@ -48,6 +50,7 @@ pub mod refunds;
 pub mod retry;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod webhook_deliveries;
 pub mod webhook_endpoints;
 
 use std::str::FromStr;

@@ -6,8 +6,10 @@
 //! migration `0002_webhook_endpoints.sql`).
 //!
 //! The signing secret is stored only sealed by the vault, and only
-//! [`sealed_secret`] reads it back: [`WebhookEndpointRecord`] does not carry
-//! it, so no response built from a record can leak it.
+//! [`sealed_secret`] and the dispatcher's claim
+//! ([`webhook_deliveries::claim_due`](crate::webhook_deliveries::claim_due))
+//! read it back: [`WebhookEndpointRecord`] does not carry it, so no response
+//! built from a record can leak it.
 //!
 //! Deleting is soft (`deleted_at`): deliveries already recorded keep their
 //! reference, while every reader here treats a deleted endpoint as missing.

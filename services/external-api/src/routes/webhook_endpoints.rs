@@ -171,38 +171,15 @@ fn endpoint_url(text: String, livemode: bool) -> Result<String, ApiError> {
 /// their receivers. Names that *resolve* to such addresses are the
 /// dispatcher's to refuse at delivery time (DNS can change after saving).
 fn refused_host(host: &str, livemode: bool) -> Option<&'static str> {
-    use std::net::IpAddr;
+    use snakepay_http::net::{is_loopback_ip, is_public_ip};
     let host = host
         .trim_start_matches('[')
         .trim_end_matches(']')
         .to_ascii_lowercase();
-    let loopback = match host.parse::<IpAddr>() {
-        Ok(IpAddr::V4(ip)) => {
-            let [first, second, ..] = ip.octets();
-            let shared = first == 100 && (64..128).contains(&second);
-            if ip.is_private()
-                || ip.is_link_local()
-                || ip.is_unspecified()
-                || ip.is_broadcast()
-                || ip.is_multicast()
-                || shared
-            {
-                return Some("it must not point at a private, link-local or reserved address");
-            }
-            ip.is_loopback()
-        }
-        Ok(IpAddr::V6(ip)) => {
-            let first = ip.segments().first().copied().unwrap_or(0);
-            let unique_local = first & 0xfe00 == 0xfc00;
-            let link_local = first & 0xffc0 == 0xfe80;
-            if ip.is_unspecified() || ip.is_multicast() || unique_local || link_local {
-                return Some("it must not point at a private, link-local or reserved address");
-            }
-            if let Some(mapped) = ip.to_ipv4_mapped() {
-                return refused_host(&mapped.to_string(), livemode);
-            }
-            ip.is_loopback()
-        }
+    let loopback = match host.parse::<std::net::IpAddr>() {
+        Ok(ip) if is_public_ip(ip) => false,
+        Ok(ip) if is_loopback_ip(ip) => true,
+        Ok(_) => return Some("it must not point at a private, link-local or reserved address"),
         Err(_) => host == "localhost" || host.ends_with(".localhost"),
     };
     (loopback && livemode).then_some("live mode endpoints must not point at the loopback interface")
