@@ -66,6 +66,9 @@ pub struct IntegrationSection {
     /// delay between a commit and its publication.
     #[serde(default = "defaults::relay_idle_poll_ms")]
     pub relay_idle_poll_ms: u64,
+    /// Merchant webhook delivery (`[integration.webhooks]`).
+    #[serde(default)]
+    pub webhooks: snakepay_webhooks::WebhookSettings,
 }
 
 /// The simulated processor (services/processor-sim), the first processor.
@@ -174,6 +177,7 @@ impl Validate for IntegrationSection {
         in_range(self.reconcile_batch, 1, 10_000, &k("reconcile_batch"))?;
         in_range(self.relay_idle_poll_ms, 1, 10_000, &k("relay_idle_poll_ms"))?;
 
+        self.webhooks.validate(&k("webhooks"))?;
         let sim = &self.processor_sim;
         let sim_prefix = k("processor_sim");
         require_scheme(

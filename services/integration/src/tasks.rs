@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use snakepay_bus::{Message, Outcome, Publisher, QueueSpec, RelayConfig, Topology, run_consumer};
 use snakepay_store::outbox::CommandPayload;
+use snakepay_webhooks::Dispatcher;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -57,6 +58,36 @@ pub fn spawn_all(
         },
         stop.clone(),
     )));
+
+    let fan_out_store = pipeline.store.clone();
+    tasks.push(tokio::spawn(consume(
+        url.clone(),
+        topology.clone(),
+        QueueSpec::webhook_events(),
+        prefetch,
+        move |message: Message| {
+            let store = fan_out_store.clone();
+            async move { snakepay_webhooks::fan_out(&store, &message).await }
+        },
+        stop.clone(),
+    )));
+    match Dispatcher::new(
+        pipeline.store.clone(),
+        Arc::clone(&pipeline.vault),
+        Arc::new(snakepay_webhooks::SystemClock),
+        section.webhooks.clone(),
+    ) {
+        Ok(dispatcher) => {
+            let dispatcher_stop = stop.clone();
+            tasks.push(tokio::spawn(async move {
+                snakepay_webhooks::run_dispatcher(&dispatcher, stopped(dispatcher_stop)).await;
+            }));
+        }
+        Err(error) => {
+            // Validated at start-up, so this is a bug; payments still flow.
+            tracing::error!(error = %format!("{error:#}"), "webhook dispatcher not started");
+        }
+    }
 
     if section.relay_enabled {
         let relay_config = RelayConfig {
