@@ -2,6 +2,7 @@
 //! that runs it (the integration service's `[integration.webhooks]`).
 
 use serde::Deserialize;
+use snakepay_config::sections::in_range;
 use snakepay_config::{ConfigError, Validate, key};
 
 /// Every limit of the dispatcher, with its unit. Each key has a default, so
@@ -100,22 +101,6 @@ impl Validate for WebhookSettings {
             POLL_INTERVAL_MS_MAX,
             &key(prefix, "poll_interval_ms"),
         )
-    }
-}
-
-fn in_range<T: PartialOrd + std::fmt::Display>(
-    value: T,
-    min: T,
-    max: T,
-    key: &str,
-) -> Result<(), ConfigError> {
-    if value < min || value > max {
-        Err(ConfigError::invalid(
-            key,
-            format!("must be between {min} and {max} (got {value})"),
-        ))
-    } else {
-        Ok(())
     }
 }
 

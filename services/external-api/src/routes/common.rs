@@ -4,9 +4,9 @@
 use snakepay_domain::effects::Effects;
 use snakepay_domain::ids::{Id, IdKind};
 use snakepay_http::{ApiError, Param, ParamReader};
+use snakepay_store::effects::EffectContext;
 use snakepay_store::events::{EventRecord, EventSource};
 use snakepay_store::intents::ListQuery;
-use snakepay_store::outbox::{self, OutboxMessage};
 
 use crate::auth::Auth;
 use crate::state::AppState;
@@ -190,26 +190,22 @@ pub fn events(
     snakepay_store::events::for_types(source, &effects.events, snapshot)
 }
 
-/// Outbox messages for the processor commands in `effects`, naming this
-/// instance's reply queue (`reply_to`) when it has one, so the outcome is
-/// reported to it (`crate::outcome`).
-pub fn command_messages(
+/// Who caused a change made through the API, and the reply queue to wake.
+pub fn effect_context<'a>(
     auth: &Auth,
-    payment_intent: &str,
-    effects: &Effects,
-    reply_to: Option<&str>,
-) -> anyhow::Result<Vec<OutboxMessage>> {
-    effects
-        .commands
-        .iter()
-        .map(|command| {
-            outbox::command_message(
-                auth.0.merchant_id,
-                auth.0.livemode,
-                payment_intent,
-                command,
-                reply_to,
-            )
-        })
-        .collect()
+    request_id: &'a str,
+    reply_to: Option<&'a str>,
+    description: &'a str,
+) -> EffectContext<'a> {
+    EffectContext {
+        source: EventSource {
+            merchant_id: auth.0.merchant_id,
+            livemode: auth.0.livemode,
+            api_version: snakepay_http::API_VERSION,
+            request_id: Some(request_id),
+            created: now(),
+        },
+        reply_to,
+        description,
+    }
 }

@@ -25,7 +25,7 @@ use snakepay_domain::payment_intent::{
 };
 use snakepay_http::{ApiError, MetadataUpdate, ParamReader, RequestIdExt, StripeParams};
 use snakepay_store::intents::{self, IntentRecord, NewAttempt};
-use snakepay_store::{charges, customers, events, ledger, outbox};
+use snakepay_store::{charges, customers};
 use sqlx::{PgConnection, Postgres, Transaction};
 use subtle::ConstantTimeEq;
 
@@ -34,7 +34,7 @@ use crate::cards::{self, CardInput, ParsedCard};
 use crate::idempotent::{self, IdempotentPost, Reply, WorkError};
 use crate::openapi::ApiRoutes;
 use crate::outcome::{self, IntentChange, Subject};
-use crate::routes::common::{self, command_messages, expansions, now, owned_id};
+use crate::routes::common::{self, expansions, now, owned_id};
 use crate::state::AppState;
 use snakepay_store::objects;
 
@@ -314,24 +314,10 @@ async fn write_effects(
     if let Some(attempt) = attempt {
         intents::insert_attempt(tx, &attempt).await?;
     }
+    let context =
+        common::effect_context(auth, origin.request_id, origin.reply_to, "payment_intent");
+    snakepay_store::effects::write(tx, record, None, effects, context).await?;
     let snapshot = objects::payment_intent(record);
-    let id = record.intent.id.to_string();
-    events::record(
-        tx,
-        &common::events(auth, effects, &snapshot, origin.request_id)?,
-    )
-    .await?;
-    outbox::enqueue(tx, &command_messages(auth, &id, effects, origin.reply_to)?).await?;
-    if let Some(journal) = &effects.journal {
-        let context = ledger::JournalContext {
-            merchant_id: &auth.0.merchant_id.to_string(),
-            livemode: auth.0.livemode,
-            payment_intent_id: Some(&id),
-            refund_id: None,
-            description: "payment_intent",
-        };
-        ledger::post(tx, context, journal).await?;
-    }
     Ok(snapshot)
 }
 

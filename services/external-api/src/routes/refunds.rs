@@ -8,13 +8,13 @@ use snakepay_domain::ids::{ChargeKind, PaymentIntentId, PaymentIntentKind, Refun
 use snakepay_domain::refund::{self, NewRefund, RefundReason, RefundStatus};
 use snakepay_http::{ApiError, MetadataUpdate, RequestIdExt, StripeParams};
 use snakepay_store::refunds::{self, RefundRecord};
-use snakepay_store::{charges, events, intents, outbox};
+use snakepay_store::{charges, effects, intents};
 
 use crate::auth::Auth;
 use crate::idempotent::{self, IdempotentPost, Reply, WorkError};
 use crate::openapi::ApiRoutes;
 use crate::outcome::{self, Subject};
-use crate::routes::common::{self, command_messages, now, owned_id};
+use crate::routes::common::{self, now, owned_id};
 use crate::routes::payment_intents::{lock_intent, transition_error};
 use crate::state::AppState;
 use snakepay_store::objects;
@@ -161,17 +161,9 @@ async fn create(
                 metadata: metadata.clone(),
             };
             refunds::insert(&mut tx, &refund_record).await?;
+            let context = common::effect_context(auth, request_id, reply_to, "refund");
+            effects::write(&mut tx, &record, Some(&refund_record), &t.effects, context).await?;
             let object = objects::refund(&refund_record);
-            events::record(
-                &mut tx,
-                &common::events(auth, &t.effects, &object, request_id)?,
-            )
-            .await?;
-            outbox::enqueue(
-                &mut tx,
-                &command_messages(auth, &intent_id.to_string(), &t.effects, reply_to)?,
-            )
-            .await?;
             let in_flight = refund_record.refund.status == RefundStatus::Pending;
             Ok::<_, WorkError>((tx, Reply::ok(&object)?.in_flight(in_flight)))
         }
