@@ -47,6 +47,7 @@ impl FromRequestParts<AppState> for Auth {
                 state
                     .rate_limits
                     .check(&context.key_id, context.livemode)
+                    .await
                     .map_err(|wait| {
                         ApiError::rate_limited().with_retry_after(retry_after_seconds(wait))
                     })?;

@@ -4,8 +4,8 @@ use std::num::NonZeroU32;
 
 use serde::Deserialize;
 use snakepay_config::sections::{
-    ApiKeysConfig, BrokerConfig, DatabaseConfig, HttpConfig, RegionConfig, TelemetryConfig,
-    VaultConfig,
+    ApiKeysConfig, BrokerConfig, DatabaseConfig, HttpConfig, RedisConfig, RegionConfig,
+    TelemetryConfig, VaultConfig,
 };
 use snakepay_config::{ConfigError, Validate, key};
 
@@ -15,6 +15,9 @@ pub struct ExternalApiConfig {
     pub database: DatabaseConfig,
     pub api_keys: ApiKeysConfig,
     pub vault: VaultConfig,
+    /// Optional: with it, rate limits are shared by every instance.
+    #[serde(default)]
+    pub redis: Option<RedisConfig>,
     #[serde(default)]
     pub telemetry: TelemetryConfig,
     /// Where outcome replies come from (DESIGN.md §5, step 4). Without it
@@ -86,6 +89,9 @@ impl Validate for ExternalApiConfig {
         self.database.validate("database")?;
         self.api_keys.validate("api_keys")?;
         self.vault.validate("vault")?;
+        if let Some(redis) = &self.redis {
+            redis.validate("redis")?;
+        }
         self.telemetry.validate("telemetry")?;
         self.external_api.http.validate("external_api")?;
         // A request still running must never have its idempotency key taken

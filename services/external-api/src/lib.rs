@@ -34,6 +34,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use snakepay_cache::SharedRateLimiter;
 use snakepay_domain::ids::RegionNumber;
 use snakepay_http::{EdgeLimits, Health, ReadinessCheck, ServerHandle, health_routes, stripe_edge};
 use snakepay_store::Store;
@@ -42,6 +43,9 @@ use snakepay_vault::{FileKeyProvider, Vault};
 
 pub use config::ExternalApiConfig;
 use state::{AppState, Inner};
+
+/// Where the shared rate limiter keeps its per-key state in Redis.
+const RATE_LIMIT_PREFIX: &str = "ratelimit:";
 
 /// How often expired idempotency keys are deleted.
 const REAPER_INTERVAL: Duration = Duration::from_secs(15 * 60);
@@ -55,6 +59,11 @@ fn app(config: &ExternalApiConfig) -> anyhow::Result<(axum::Router, AppState)> {
                 config.vault.key_ring_path.display()
             )
         })?;
+    let redis = config
+        .redis
+        .as_ref()
+        .map(snakepay_cache::Redis::new)
+        .transpose()?;
     let outcomes = match &config.broker {
         Some(_) => outcome::Outcomes::new(Duration::from_millis(
             config.external_api.wait_for_outcome_ms,
@@ -71,6 +80,9 @@ fn app(config: &ExternalApiConfig) -> anyhow::Result<(axum::Router, AppState)> {
         rate_limits: rate_limit::RateLimits::new(
             config.external_api.rate_limit_live_per_second,
             config.external_api.rate_limit_test_per_second,
+            redis
+                .as_ref()
+                .map(|redis| SharedRateLimiter::new(Arc::clone(redis), RATE_LIMIT_PREFIX)),
         ),
         outcomes: outcomes.clone(),
     }));
@@ -85,6 +97,18 @@ fn app(config: &ExternalApiConfig) -> anyhow::Result<(axum::Router, AppState)> {
         }
     })];
     checks.extend(outcomes.readiness_check());
+    if let Some(redis) = redis {
+        // Redis down means slower, never unready: requests are still served.
+        checks.push(ReadinessCheck::new("redis", move || {
+            let redis = Arc::clone(&redis);
+            async move {
+                match redis.degraded_reason() {
+                    None => Health::ok(),
+                    Some(reason) => Health::degraded(reason),
+                }
+            }
+        }));
+    }
     let routes = routes::router()
         .with_state(state.clone())
         .merge(health_routes(checks));

@@ -1,14 +1,18 @@
 //! Per-API-key rate limits, answered with 429 and `Retry-After` (API.md).
 //!
-//! This limiter lives in the instance (GCRA, by the governor crate), so with
-//! N instances a key gets up to N times its quota. It is also the fallback
-//! the distributed Redis limiter will use when Redis is unreachable.
+//! With `[redis]` the limit is shared by every instance (GCRA in Redis,
+//! `snakepay_cache::SharedRateLimiter`), so a key gets its quota once, not
+//! once per instance. When Redis is slow or down, each instance falls back
+//! to its own limiter (GCRA by the governor crate): the limit is then
+//! enforced per instance, which is looser, never stricter, and requests keep
+//! being served. Without `[redis]` only the per-instance limiter runs.
 
 use std::num::NonZeroU32;
 use std::time::Duration;
 
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use snakepay_cache::{Decision, SharedRateLimiter};
 
 /// Live and test keys have separate quotas, as on Stripe (100 and 25 per
 /// second by default).
@@ -16,6 +20,9 @@ pub struct RateLimits {
     live: DefaultKeyedRateLimiter<String>,
     test: DefaultKeyedRateLimiter<String>,
     clock: DefaultClock,
+    live_per_second: NonZeroU32,
+    test_per_second: NonZeroU32,
+    shared: Option<SharedRateLimiter>,
 }
 
 impl std::fmt::Debug for RateLimits {
@@ -25,16 +32,42 @@ impl std::fmt::Debug for RateLimits {
 }
 
 impl RateLimits {
-    pub fn new(live_per_second: NonZeroU32, test_per_second: NonZeroU32) -> RateLimits {
+    pub fn new(
+        live_per_second: NonZeroU32,
+        test_per_second: NonZeroU32,
+        shared: Option<SharedRateLimiter>,
+    ) -> RateLimits {
         RateLimits {
             live: RateLimiter::keyed(Quota::per_second(live_per_second)),
             test: RateLimiter::keyed(Quota::per_second(test_per_second)),
             clock: DefaultClock::default(),
+            live_per_second,
+            test_per_second,
+            shared,
         }
     }
 
     /// `Ok` if the key may make a request now, else how long to wait.
-    pub fn check(&self, key_id: &str, livemode: bool) -> Result<(), Duration> {
+    pub async fn check(&self, key_id: &str, livemode: bool) -> Result<(), Duration> {
+        if let Some(shared) = &self.shared {
+            let (mode, rate) = if livemode {
+                ("live", self.live_per_second)
+            } else {
+                ("test", self.test_per_second)
+            };
+            match shared.check(&format!("{mode}:{key_id}"), rate.get()).await {
+                Ok(Decision::Allowed) => return Ok(()),
+                Ok(Decision::Limited { retry_after_ms }) => {
+                    return Err(Duration::from_millis(retry_after_ms));
+                }
+                // Redis unavailable: the per-instance limiter decides.
+                Err(_) => {}
+            }
+        }
+        self.check_locally(key_id, livemode)
+    }
+
+    fn check_locally(&self, key_id: &str, livemode: bool) -> Result<(), Duration> {
         let limiter = if livemode { &self.live } else { &self.test };
         limiter
             .check_key(&key_id.to_owned())
@@ -61,17 +94,21 @@ mod tests {
 
     #[test]
     fn a_key_is_limited_to_its_quota_and_keys_are_independent() {
-        let limits = RateLimits::new(NonZeroU32::new(100).unwrap(), NonZeroU32::new(3).unwrap());
+        let limits = RateLimits::new(
+            NonZeroU32::new(100).unwrap(),
+            NonZeroU32::new(3).unwrap(),
+            None,
+        );
         for _ in 0..3 {
-            assert!(limits.check("key_a", false).is_ok());
+            assert!(limits.check_locally("key_a", false).is_ok());
         }
-        assert!(limits.check("key_a", false).is_err());
+        assert!(limits.check_locally("key_a", false).is_err());
         assert!(
-            limits.check("key_b", false).is_ok(),
+            limits.check_locally("key_b", false).is_ok(),
             "another key has its own quota"
         );
         assert!(
-            limits.check("key_a", true).is_ok(),
+            limits.check_locally("key_a", true).is_ok(),
             "live mode has its own quota"
         );
     }

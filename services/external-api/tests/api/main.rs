@@ -16,6 +16,7 @@ mod openapi;
 mod payment_intents;
 mod refunds_charges;
 mod security;
+mod shared_limits;
 mod support;
 mod waiting;
 mod webhook_endpoints;

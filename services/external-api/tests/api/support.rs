@@ -64,6 +64,16 @@ impl TestApi {
         TestApi::launch(&settings, &format!("[broker]\nurl = \"{broker_url}\"\n")).await
     }
 
+    /// Starts with a `[redis]` section for `redis_url` (shared rate limits)
+    /// and extra `[external_api]` settings.
+    pub async fn start_with_redis(redis_url: &str, external_api_settings: &str) -> TestApi {
+        TestApi::launch(
+            external_api_settings,
+            &format!("[redis]\nurl = \"{redis_url}\"\ntimeout_ms = 100\n"),
+        )
+        .await
+    }
+
     /// A second server over the same databases and configuration: another
     /// instance of the same deployment.
     pub async fn another_instance(&self) -> ServerHandle {
@@ -281,6 +291,10 @@ impl TestApi {
 
 /// The test broker's vhost: `SNAKEPAY_TEST_AMQP_URL` names the server, as
 /// for the bus crate's tests.
+pub fn redis_url() -> String {
+    std::env::var("SNAKEPAY_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/0".into())
+}
+
 pub fn amqp_url() -> String {
     let server = std::env::var("SNAKEPAY_TEST_AMQP_URL")
         .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672".to_owned());
