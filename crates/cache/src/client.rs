@@ -89,7 +89,7 @@ impl Redis {
         match self.breaker.state() {
             BreakerState::Closed { .. } => None,
             BreakerState::Open { .. } => Some("redis circuit open".to_owned()),
-            BreakerState::HalfOpen => Some("redis circuit half-open".to_owned()),
+            BreakerState::HalfOpen { .. } => Some("redis circuit half-open".to_owned()),
         }
     }
 

@@ -40,8 +40,12 @@ pub enum BreakerState {
     Open {
         until_ms: u64,
     },
-    /// One trial call is in flight.
-    HalfOpen,
+    /// One trial call is in flight since `since_ms`. A trial whose outcome
+    /// is never recorded (its caller was cancelled) must not hold the
+    /// circuit forever: after another `open_ms` a new trial may go.
+    HalfOpen {
+        since_ms: u64,
+    },
 }
 
 pub struct Breaker {
@@ -71,18 +75,23 @@ impl Breaker {
         match *state {
             BreakerState::Closed { .. } => true,
             BreakerState::Open { until_ms } if now >= until_ms => {
-                *state = BreakerState::HalfOpen;
+                *state = BreakerState::HalfOpen { since_ms: now };
                 tracing::info!("circuit half-open: sending a trial call");
                 true
             }
-            BreakerState::Open { .. } | BreakerState::HalfOpen => false,
+            BreakerState::HalfOpen { since_ms } if now >= since_ms.saturating_add(self.open_ms) => {
+                *state = BreakerState::HalfOpen { since_ms: now };
+                tracing::warn!("trial call never reported; sending another");
+                true
+            }
+            BreakerState::Open { .. } | BreakerState::HalfOpen { .. } => false,
         }
     }
 
     /// The dependency answered (for a processor: any definite answer).
     pub fn record_success(&self) {
         let mut state = self.lock();
-        if *state == BreakerState::HalfOpen {
+        if matches!(*state, BreakerState::HalfOpen { .. }) {
             tracing::info!("circuit closed");
         }
         *state = BreakerState::Closed {
@@ -113,7 +122,7 @@ impl Breaker {
                     };
                 }
             }
-            BreakerState::HalfOpen => {
+            BreakerState::HalfOpen { .. } => {
                 tracing::warn!("trial call failed: circuit opened again");
                 open(&mut state);
             }
@@ -170,6 +179,22 @@ mod tests {
         assert!(breaker.permit());
         breaker.record_success();
         assert!(breaker.permit() && breaker.permit(), "closed again");
+    }
+
+    #[test]
+    fn a_trial_that_never_reports_does_not_hold_the_circuit_forever() {
+        let clock = Arc::new(TestClock(AtomicU64::new(0)));
+        let breaker = Breaker::new(clock.clone(), 1, 1_000);
+        breaker.record_failure();
+        clock.0.store(1_000, Ordering::SeqCst);
+        assert!(breaker.permit(), "the trial");
+        // Its caller is cancelled: no success, no failure recorded.
+        clock.0.store(1_999, Ordering::SeqCst);
+        assert!(!breaker.permit());
+        clock.0.store(2_000, Ordering::SeqCst);
+        assert!(breaker.permit(), "another trial after open_ms");
+        breaker.record_success();
+        assert!(breaker.permit());
     }
 
     #[test]

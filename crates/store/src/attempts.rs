@@ -177,15 +177,44 @@ pub async fn forget_cvc(
     Ok(())
 }
 
-/// The attempt whose authorization the processor calls `processor_reference`.
-pub async fn by_processor_reference(
+/// An attempt the intent no longer wants that may still hold money at the
+/// processor: neither the intent's pending operation nor its authorized
+/// attempt, yet not known to be declined, voided or superseded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrphanedAttempt {
+    pub id: AttemptId,
+    pub merchant_id: MerchantId,
+    pub payment_intent: PaymentIntentId,
+}
+
+/// Orphaned attempts older than `age_seconds`, oldest first: the
+/// reconciler voids them (their void command may have failed or been
+/// dead-lettered).
+pub async fn orphaned(
     pool: &PgPool,
-    processor_reference: &str,
-) -> anyhow::Result<Option<AttemptId>> {
-    let id: Option<String> =
-        sqlx::query_scalar("select id from payment_attempts where processor_reference = $1")
-            .bind(processor_reference)
-            .fetch_optional(pool)
-            .await?;
-    Ok(id.map(|id| AttemptId::parse(&id)).transpose()?)
+    age_seconds: i64,
+    limit: i64,
+) -> anyhow::Result<Vec<OrphanedAttempt>> {
+    let rows: Vec<(String, String, String)> = sqlx::query_as(
+        "select a.id, a.merchant_id, a.payment_intent_id
+         from payment_attempts a join payment_intents i on i.id = a.payment_intent_id
+         where a.status in ('pending', 'requires_action', 'approved')
+           and i.authorized_attempt_id is distinct from a.id
+           and coalesce(i.pending->>'attempt', '') <> a.id
+           and a.created < extract(epoch from now())::bigint - $1
+         order by a.created limit $2",
+    )
+    .bind(age_seconds)
+    .bind(limit)
+    .fetch_all(pool)
+    .await?;
+    rows.into_iter()
+        .map(|(id, merchant, intent)| {
+            Ok(OrphanedAttempt {
+                id: AttemptId::parse(&id)?,
+                merchant_id: MerchantId::parse(&merchant)?,
+                payment_intent: PaymentIntentId::parse(&intent)?,
+            })
+        })
+        .collect()
 }

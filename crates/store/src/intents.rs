@@ -507,20 +507,23 @@ pub async fn find_card(
     ))
 }
 
-/// Intents of any merchant whose status is `processing` or `requires_action`
-/// and whose last change is older than `age_seconds`: the reconciler's
-/// work list (an unknown processor outcome, a lost 3-D Secure notification).
+/// Intents of any merchant in `status` (`processing` or `requires_action`)
+/// whose last change is older than `age_seconds`: the reconciler's work
+/// list (an unknown processor outcome, a lost 3-D Secure notification).
+/// One list per status, so abandoned challenges, which may pile up, can
+/// never crowd out payments whose outcome is unknown.
 pub async fn stale_in_flight(
     pool: &PgPool,
+    status: PaymentIntentStatus,
     age_seconds: f64,
     limit: i64,
 ) -> anyhow::Result<Vec<IntentRecord>> {
     let rows = sqlx::query(&format!(
         "select {COLUMNS} from payment_intents
-         where status in ('processing', 'requires_action')
-           and updated_at < now() - make_interval(secs => $1)
-         order by updated_at limit $2"
+         where status = $1 and updated_at < now() - make_interval(secs => $2)
+         order by updated_at limit $3"
     ))
+    .bind(status.as_str())
     .bind(age_seconds)
     .bind(limit)
     .fetch_all(pool)

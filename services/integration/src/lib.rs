@@ -112,6 +112,9 @@ pub async fn start(config: &IntegrationConfig) -> anyhow::Result<RunningIntegrat
         backoff_max_ms: section.retry_backoff_max_ms,
     };
     let broker_url = config.broker.url.expose().to_string();
+    // Every queue must exist before the relay publishes anything: an event
+    // published while only some queues are bound reaches only those.
+    declare_topology(&broker_url, &config.broker).await?;
     let replies = Publisher::connect(&broker_url)
         .await
         .context("connecting the reply publisher to the broker")?;
@@ -150,6 +153,20 @@ pub async fn start(config: &IntegrationConfig) -> anyhow::Result<RunningIntegrat
         tasks,
         pipeline,
     })
+}
+
+async fn declare_topology(
+    url: &str,
+    broker: &snakepay_config::sections::BrokerConfig,
+) -> anyhow::Result<()> {
+    let connection = snakepay_bus::connect(url).await?;
+    let channel = connection.create_channel().await?;
+    snakepay_bus::Topology::from_config(broker)
+        .declare(&channel)
+        .await
+        .context("declaring the broker topology")?;
+    let _ = connection.close(200, "topology declared".into()).await;
+    Ok(())
 }
 
 /// Runs until SIGTERM or SIGINT, then drains.

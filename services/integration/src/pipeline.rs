@@ -224,7 +224,16 @@ impl Pipeline {
         mode: Mode,
     ) -> CallResult<Authorization> {
         let key = keys::authorize(attempt);
-        if mode == Mode::InquireFirst {
+        let card = self.card_for(pool, attempt).await.map_err(|e| {
+            // Nothing was sent; the payment stays in flight. An operator must
+            // look: the key ring or the stored card is broken.
+            tracing::error!(payment.attempt = %attempt, error = %format!("{e:#}"), "cannot open the card for an authorization");
+            CallError::Unknown(format!("{e:#}"))
+        })?;
+        // Without its CVC (deleted once an authorization of this card
+        // completed) a send would be declined: first make sure the processor
+        // never performed this one.
+        if mode == Mode::InquireFirst || card.cvc.is_none() {
             let gateway = &self.gateway;
             match gateway
                 .run("inquire", || gateway.processor.inquire_authorization(&key))
@@ -237,10 +246,6 @@ impl Pipeline {
                 Inquiry::NeverPerformed => {}
             }
         }
-        let card = self
-            .card_for(pool, attempt)
-            .await
-            .map_err(|e| CallError::Unknown(format!("{e:#}")))?;
         let reference = attempt.to_string();
         let request = AuthorizeRequest {
             idempotency_key: &key,
@@ -411,7 +416,7 @@ impl Pipeline {
     /// an attempt the intent no longer wants (superseded while waiting for
     /// 3-D Secure, or approved after it was abandoned), which changes only
     /// the attempt.
-    async fn void(
+    pub async fn void(
         &self,
         merchant: MerchantId,
         intent_id: PaymentIntentId,
@@ -436,8 +441,13 @@ impl Pipeline {
         let reference = match self.processor_reference(pool, attempt, Mode::Send).await {
             Ok(Some(reference)) => reference,
             // Never authorized: nothing is held.
-            Ok(None) => return Ok(()),
-            Err(error) => anyhow::bail!("cannot void a superseded attempt yet: {error}"),
+            Ok(None) => return self.mark_superseded(pool, attempt).await,
+            Err(error) => {
+                // Not retried here (a requeue would spin): the reconciler's
+                // scan for orphaned attempts comes back to it.
+                tracing::warn!(payment.attempt = %attempt, reason = %error, "superseded attempt not voided yet");
+                return Ok(());
+            }
         };
         let key = keys::void(attempt);
         let gateway = &self.gateway;
@@ -445,22 +455,38 @@ impl Pipeline {
             .run("void", || gateway.processor.void(&key, &reference))
             .await
         {
-            // Refused means it is not holding anything (declined, voided).
-            Ok(Completion::Done | Completion::Refused { .. }) => {
-                let mut tx = pool.begin().await?;
-                attempts::record_authorization(
-                    &mut tx,
-                    attempt,
-                    AttemptStatus::Superseded,
-                    None,
-                    None,
-                )
-                .await?;
-                tx.commit().await?;
+            Ok(Completion::Done) => self.mark_superseded(pool, attempt).await,
+            Ok(Completion::Refused { .. }) => {
+                // Not voidable: declined or voided already — or captured, if
+                // an automatic-capture challenge completed just as the
+                // attempt was abandoned. That money is not in our books.
+                if let Ok(Authorization::Approved { .. }) = gateway
+                    .run("status", || {
+                        gateway.processor.authorization_status(&reference)
+                    })
+                    .await
+                {
+                    tracing::error!(
+                        payment.id = %intent_id,
+                        payment.attempt = %attempt,
+                        "an abandoned attempt was captured at the processor: it needs a refund"
+                    );
+                }
+                self.mark_superseded(pool, attempt).await
+            }
+            Err(error) => {
+                tracing::warn!(payment.attempt = %attempt, reason = %error, "superseded attempt not voided yet");
                 Ok(())
             }
-            Err(error) => anyhow::bail!("voiding a superseded attempt: {error}"),
         }
+    }
+
+    async fn mark_superseded(&self, pool: &PgPool, attempt: AttemptId) -> anyhow::Result<()> {
+        let mut tx = pool.begin().await?;
+        attempts::record_authorization(&mut tx, attempt, AttemptStatus::Superseded, None, None)
+            .await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     /// Commits a definite authorization answer.

@@ -5,11 +5,15 @@
 //! is committed like any other; an operation the processor never performed
 //! is sent now (the same key makes that safe); one still running is left
 //! for the next pass. Intents waiting in `requires_action` are checked too,
-//! in case the 3-D Secure notification was lost.
+//! in case the 3-D Secure notification was lost, each status in its own
+//! batch so abandoned challenges never crowd out unknown outcomes. Attempts
+//! the intent abandoned that may still hold money (their void failed or was
+//! dead-lettered) are voided.
 
 use std::time::Duration;
 
-use snakepay_store::{intents, refunds};
+use snakepay_domain::payment_intent::PaymentIntentStatus;
+use snakepay_store::{attempts, intents, refunds};
 
 use crate::pipeline::{Mode, Pipeline};
 
@@ -19,26 +23,48 @@ pub async fn reconcile_once(pipeline: &Pipeline, after: Duration, batch: u32) ->
     let limit = i64::from(batch);
     let mut examined = 0;
     for (shard, pool) in pipeline.store.shards() {
-        match intents::stale_in_flight(pool, age_seconds, limit).await {
-            Ok(records) => {
-                for record in records {
+        for status in [
+            PaymentIntentStatus::Processing,
+            PaymentIntentStatus::RequiresAction,
+        ] {
+            match intents::stale_in_flight(pool, status, age_seconds, limit).await {
+                Ok(records) => {
+                    for record in records {
+                        examined += 1;
+                        if let Err(error) = pipeline
+                            .drive_intent(
+                                record.merchant_id,
+                                record.intent.id,
+                                None,
+                                Mode::InquireFirst,
+                                None,
+                            )
+                            .await
+                        {
+                            tracing::warn!(payment.id = %record.intent.id, error = %format!("{error:#}"), "reconciling a payment failed");
+                        }
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(db.shard = shard.0, error = %format!("{error:#}"), "reconciler could not list payments");
+                }
+            }
+        }
+        let age_whole_seconds = i64::try_from(after.as_secs()).unwrap_or(i64::MAX);
+        match attempts::orphaned(pool, age_whole_seconds, limit).await {
+            Ok(orphans) => {
+                for orphan in orphans {
                     examined += 1;
                     if let Err(error) = pipeline
-                        .drive_intent(
-                            record.merchant_id,
-                            record.intent.id,
-                            None,
-                            Mode::InquireFirst,
-                            None,
-                        )
+                        .void(orphan.merchant_id, orphan.payment_intent, orphan.id, None)
                         .await
                     {
-                        tracing::warn!(payment.id = %record.intent.id, error = %format!("{error:#}"), "reconciling a payment failed");
+                        tracing::warn!(payment.attempt = %orphan.id, error = %format!("{error:#}"), "voiding an orphaned attempt failed");
                     }
                 }
             }
             Err(error) => {
-                tracing::warn!(db.shard = shard.0, error = %format!("{error:#}"), "reconciler could not list payments");
+                tracing::warn!(db.shard = shard.0, error = %format!("{error:#}"), "reconciler could not list orphaned attempts");
             }
         }
         match refunds::stale_pending(pool, age_seconds, limit).await {

@@ -25,6 +25,18 @@ pub const NAME: &str = "sim";
 /// The header that signs the simulator's notifications.
 pub const SIGNATURE_HEADER: &str = "sim-signature";
 
+/// The 4xx codes that are definite answers about the operation itself
+/// (services/processor-sim/README.md); any other 4xx is an unknown outcome.
+const DEFINITE_ERRORS: &[&str] = &[
+    "invalid_request",
+    "amount_exceeds_authorized",
+    "amount_exceeds_refundable",
+    "invalid_state",
+    "authorization_not_found",
+    "unknown_operation",
+    "operation_in_progress",
+];
+
 pub struct SimProcessor {
     base_url: Url,
     api_key: String,
@@ -93,6 +105,20 @@ impl SimProcessor {
                 "processor reports an idempotency key mismatch"
             );
             return Err(CallError::Unknown("idempotency key mismatch".into()));
+        }
+        if status.is_client_error() && !DEFINITE_ERRORS.contains(&error_code(&body)) {
+            // 401, 403, 429, a wrong path…: about our request to this
+            // processor, not about the payment. Never a decline.
+            tracing::error!(
+                processor = NAME,
+                http.status = status.as_u16(),
+                processor.error = error_code(&body),
+                "processor refused our request"
+            );
+            return Err(CallError::Unknown(format!(
+                "processor answered {status} {}",
+                error_code(&body)
+            )));
         }
         Ok((status, body))
     }

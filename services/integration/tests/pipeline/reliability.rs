@@ -207,6 +207,21 @@ async fn when_the_processor_fails_every_call_the_circuit_opens_and_payments_comp
     pipeline
         .sim_faults(serde_json::json!({"failure_rate": 1.0}))
         .await;
+    // The circuit opens under the failures (and may close again briefly
+    // whenever an inquiry gets a definite "never performed"): watch it.
+    let opened = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watcher = {
+        let handler = std::sync::Arc::clone(pipeline.integration.as_ref().unwrap().pipeline());
+        let opened = std::sync::Arc::clone(&opened);
+        tokio::spawn(async move {
+            loop {
+                if !matches!(handler.gateway.breaker.state(), BreakerState::Closed { .. }) {
+                    opened.store(true, std::sync::atomic::Ordering::SeqCst);
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+            }
+        })
+    };
     let first = pipeline
         .pay(&merchant, "4242424242424242", 500, "automatic")
         .await;
@@ -228,18 +243,11 @@ async fn when_the_processor_fails_every_call_the_circuit_opens_and_payments_comp
             .is_empty(),
         "nothing was authorized while the processor failed"
     );
-    let breaker = &pipeline
-        .integration
-        .as_ref()
-        .unwrap()
-        .pipeline()
-        .gateway
-        .breaker;
     assert!(
-        !matches!(breaker.state(), BreakerState::Closed { .. }),
-        "the circuit opened: {:?}",
-        breaker.state()
+        opened.load(std::sync::atomic::Ordering::SeqCst),
+        "the circuit opened"
     );
+    watcher.abort();
     // The processor recovers; the reconciler finishes both, each charged once.
     pipeline
         .sim_faults(serde_json::json!({"failure_rate": 0.0}))
@@ -307,5 +315,58 @@ async fn processor_calls_leave_through_the_configured_egress_proxy() {
         forwarded.load(Ordering::SeqCst) >= 1,
         "the call went through the proxy"
     );
+    pipeline.finish().await;
+}
+
+#[tokio::test]
+async fn an_abandoned_authorization_whose_void_was_lost_is_released_by_the_reconciler() {
+    let mut pipeline = Pipeline::start().await;
+    let merchant = pipeline.merchant().await;
+    // The cardholder never completes 3-D Secure…
+    let intent = pipeline
+        .pay(&merchant, "4000002760003184", 3_000, "automatic")
+        .await;
+    let intent_id = id(&intent);
+    let waiting = pipeline.settled(&merchant, &intent_id).await;
+    assert_eq!(waiting["status"], "requires_action");
+    let abandoned = latest_attempt(&pipeline, &merchant, &intent_id).await;
+
+    // …and pays with another card instead, while the void of the first
+    // authorization is lost (as if dead-lettered).
+    pipeline.stop_integration().await;
+    let (status, _) = pipeline
+        .post(
+            &merchant,
+            &format!("/v1/payment_intents/{intent_id}/confirm"),
+            &[("payment_method", "pm_card_visa")],
+        )
+        .await;
+    assert_eq!(status, 200);
+    let lost = sqlx::query(
+        "delete from outbox where routing_key = 'command.void' and payload->>'payment_intent' = $1",
+    )
+    .bind(&intent_id)
+    .execute(pipeline.db.store.shard(merchant.id.shard()).unwrap())
+    .await
+    .unwrap();
+    assert_eq!(lost.rows_affected(), 1);
+    pipeline.restart_integration().await;
+
+    let paid = pipeline
+        .wait_for_intent(&merchant, &intent_id, |i| i["status"] == "succeeded")
+        .await;
+    assert_eq!(paid["amount_received"], 3_000);
+    let deadline = tokio::time::Instant::now() + crate::support::WAIT;
+    loop {
+        let at_sim = pipeline.sim_authorizations_for(&abandoned).await;
+        if at_sim[0]["status"] == "voided" {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never released: {at_sim:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
     pipeline.finish().await;
 }
