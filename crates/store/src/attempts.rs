@@ -161,22 +161,6 @@ pub async fn sealed_card(
     }))
 }
 
-/// Deletes the CVC once an authorization has a definite answer: PCI DSS
-/// 3.3.1 forbids keeping it after authorization.
-pub async fn forget_cvc(
-    tx: &mut Transaction<'_, Postgres>,
-    id: PaymentMethodId,
-) -> anyhow::Result<()> {
-    sqlx::query(
-        "update payment_methods set cvc_key_id = null, cvc_wrapped_key = null, cvc_ciphertext = null
-         where id = $1 and cvc_ciphertext is not null",
-    )
-    .bind(id.to_string())
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
-}
-
 /// An attempt the intent no longer wants that may still hold money at the
 /// processor: neither the intent's pending operation nor its authorized
 /// attempt, yet not known to be declined, voided or superseded.
@@ -185,6 +169,25 @@ pub struct OrphanedAttempt {
     pub id: AttemptId,
     pub merchant_id: MerchantId,
     pub payment_intent: PaymentIntentId,
+}
+
+/// Deletes the CVC of a payment method once no attempt is still waiting to
+/// authorize with it: PCI DSS 3.3.1 forbids keeping it after authorization.
+/// (Another attempt with the same card still needs it to be sent.)
+pub async fn forget_cvc_unless_needed(
+    tx: &mut Transaction<'_, Postgres>,
+    payment_method: PaymentMethodId,
+) -> anyhow::Result<()> {
+    sqlx::query(
+        "update payment_methods set cvc_key_id = null, cvc_wrapped_key = null, cvc_ciphertext = null
+         where id = $1 and cvc_ciphertext is not null
+           and not exists (select 1 from payment_attempts
+                           where payment_method_id = $1 and status in ('pending', 'requires_action'))",
+    )
+    .bind(payment_method.to_string())
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
 }
 
 /// Orphaned attempts older than `age_seconds`, oldest first: the

@@ -176,7 +176,7 @@ impl Pipeline {
                     .obtain_completion(
                         pool,
                         attempt,
-                        keys::capture(attempt),
+                        keys::capture(attempt, amount),
                         mode,
                         |reference, key| {
                             let gateway = &self.gateway;
@@ -481,10 +481,16 @@ impl Pipeline {
         }
     }
 
+    /// The attempt is over: no authorization of it holds money. Its card's
+    /// CVC goes too (PCI DSS 3.3.1), unless another attempt still waiting
+    /// for an authorization needs it.
     async fn mark_superseded(&self, pool: &PgPool, attempt: AttemptId) -> anyhow::Result<()> {
         let mut tx = pool.begin().await?;
         attempts::record_authorization(&mut tx, attempt, AttemptStatus::Superseded, None, None)
             .await?;
+        if let Some(row) = attempts::find(&mut *tx, attempt).await? {
+            attempts::forget_cvc_unless_needed(&mut tx, row.payment_method).await?;
+        }
         tx.commit().await?;
         Ok(())
     }
@@ -562,7 +568,7 @@ impl Pipeline {
                 // is not complete yet.
                 if status != AttemptStatus::RequiresAction
                     && let Some(method) = attempts::find(&mut *tx, attempt).await?.map(|a| a.payment_method) {
-                    attempts::forget_cvc(&mut tx, method).await?;
+                    attempts::forget_cvc_unless_needed(&mut tx, method).await?;
                 }
             }
             effects::write(&mut tx, &record, None, &t.effects, self.context(&record, reply_to)).await?;

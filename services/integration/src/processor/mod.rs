@@ -103,6 +103,11 @@ pub enum CallError {
     /// The egress refused the destination: nothing was sent.
     #[error("egress refused host {0}")]
     EgressRefused(String),
+    /// The processor already holds a different request under this key: a
+    /// bug of ours, not a sign of the processor's health, so it neither
+    /// trips the breaker nor is retried. The outcome stays unknown.
+    #[error("idempotency key conflict: {0}")]
+    KeyConflict(String),
 }
 
 /// What a status inquiry learnt about an operation.
@@ -172,14 +177,17 @@ pub trait Processor: Send + Sync {
 /// The processor idempotency keys, derived from our IDs: the same operation
 /// always has the same key, whoever sends it and however often.
 pub mod keys {
+    use snakepay_domain::Money;
     use snakepay_domain::ids::{AttemptId, RefundId};
 
     pub fn authorize(attempt: AttemptId) -> String {
         format!("{attempt}.authorize")
     }
 
-    pub fn capture(attempt: AttemptId) -> String {
-        format!("{attempt}.capture")
+    /// With the amount: a capture the processor refused may be tried again
+    /// for another amount, which is another operation.
+    pub fn capture(attempt: AttemptId, amount: Money) -> String {
+        format!("{attempt}.capture.{}", amount.minor())
     }
 
     pub fn void(attempt: AttemptId) -> String {

@@ -104,7 +104,7 @@ impl SimProcessor {
                 processor = NAME,
                 "processor reports an idempotency key mismatch"
             );
-            return Err(CallError::Unknown("idempotency key mismatch".into()));
+            return Err(CallError::KeyConflict("idempotency key mismatch".into()));
         }
         if status.is_client_error() && !DEFINITE_ERRORS.contains(&error_code(&body)) {
             // 401, 403, 429, a wrong path…: about our request to this

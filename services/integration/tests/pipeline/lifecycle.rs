@@ -57,6 +57,13 @@ async fn a_three_d_secure_card_waits_for_the_challenge_and_then_succeeds() {
         .await;
     let intent = pipeline.settled(&merchant, &id(&intent)).await;
     assert_eq!(intent["status"], "requires_action", "{intent}");
+    let cvcs_kept = pipeline
+        .scalar_i64(
+            merchant.id.shard(),
+            "select count(*) from payment_methods where cvc_ciphertext is not null",
+        )
+        .await;
+    assert_eq!(cvcs_kept, 1, "kept while the authorization is not complete");
     let url = intent["next_action"]["redirect_to_url"]["url"]
         .as_str()
         .unwrap()
@@ -82,6 +89,14 @@ async fn a_three_d_secure_card_waits_for_the_challenge_and_then_succeeds() {
         .wait_for_intent(&merchant, &id(&intent), |i| i["status"] == "succeeded")
         .await;
     assert_eq!(done["amount_received"], 2_500);
+    // The CVC was kept only until the authorization completed (PCI DSS 3.3.1).
+    let cvcs_left = pipeline
+        .scalar_i64(
+            merchant.id.shard(),
+            "select count(*) from payment_methods where cvc_ciphertext is not null",
+        )
+        .await;
+    assert_eq!(cvcs_left, 0);
     pipeline.finish().await;
 }
 
