@@ -79,8 +79,15 @@ impl QueueSpec {
         QueueSpec::new("webhooks.events", &[(ExchangeRole::Events, "event.#")])
     }
 
+    /// The recorder's copy of every event, and the request log.
     pub fn recorder_events() -> QueueSpec {
-        QueueSpec::new("recorder.events", &[(ExchangeRole::Events, "event.#")])
+        QueueSpec::new(
+            "recorder.events",
+            &[
+                (ExchangeRole::Events, "event.#"),
+                (ExchangeRole::Events, "log.#"),
+            ],
+        )
     }
 }
 

@@ -157,6 +157,14 @@ fn pool(config: &DatabaseConfig, url: &str) -> anyhow::Result<PgPool> {
 
 /// Unix seconds now. The one place the store reads the clock for
 /// `created` columns; the domain gets times passed in.
+/// Unix milliseconds now.
+pub fn unix_now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
 pub fn unix_now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

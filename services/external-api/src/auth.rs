@@ -42,6 +42,9 @@ impl FromRequestParts<AppState> for Auth {
             .await
         {
             Ok(context) => {
+                if let Some(slot) = parts.extensions.get::<crate::request_log::LogSlot>() {
+                    let _ = slot.0.set((context.merchant_id, context.livemode));
+                }
                 // Authenticate, then rate-limit, then parse (API.md): a
                 // limited request is refused before any work.
                 state

@@ -61,6 +61,14 @@ pub struct ExternalApiSection {
     /// broker connection at all.
     #[serde(default = "default_wait_for_outcome_ms")]
     pub wait_for_outcome_ms: u64,
+    /// Publish one request log entry per authenticated request (with
+    /// `[broker]`), for the recorder to write to the merchant's shard.
+    #[serde(default = "default_request_log")]
+    pub request_log: bool,
+}
+
+fn default_request_log() -> bool {
+    true
 }
 
 fn default_wait_for_outcome_ms() -> u64 {

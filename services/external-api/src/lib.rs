@@ -27,6 +27,7 @@ mod idempotent;
 mod openapi;
 mod outcome;
 mod rate_limit;
+mod request_log;
 mod routes;
 mod state;
 
@@ -109,7 +110,21 @@ fn app(config: &ExternalApiConfig) -> anyhow::Result<(axum::Router, AppState)> {
             }
         }));
     }
+    let request_log = config
+        .broker
+        .as_ref()
+        .filter(|_| config.external_api.request_log)
+        .map(|broker| {
+            request_log::RequestLog::start(
+                broker.url.expose().to_string(),
+                snakepay_bus::Topology::from_config(broker),
+            )
+        });
     let routes = routes::router()
+        .route_layer(axum::middleware::from_fn_with_state(
+            request_log,
+            request_log::middleware,
+        ))
         .with_state(state.clone())
         .merge(health_routes(checks));
     let http = &config.external_api.http;

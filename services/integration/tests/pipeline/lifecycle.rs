@@ -300,3 +300,39 @@ async fn the_recorder_writes_every_event_of_a_payment_into_its_history() {
     }
     pipeline.finish().await;
 }
+
+#[tokio::test]
+async fn the_recorder_writes_the_request_log_of_every_authenticated_request() {
+    let pipeline = Pipeline::start().await;
+    let merchant = pipeline.merchant().await;
+    let intent = pipeline
+        .pay(&merchant, "4242424242424242", 1_000, "automatic")
+        .await;
+    let intent_id = id(&intent);
+    pipeline.settled(&merchant, &intent_id).await;
+    let pool = pipeline.db.store.shard(merchant.id.shard()).unwrap();
+    let deadline = tokio::time::Instant::now() + crate::support::WAIT;
+    loop {
+        let rows: Vec<(String, String, i16)> = sqlx::query_as(
+            "select method, route, status from request_log where merchant_id = $1 and not livemode",
+        )
+        .bind(merchant.id.to_string())
+        .fetch_all(pool)
+        .await
+        .unwrap();
+        let created = rows
+            .iter()
+            .any(|r| r.0 == "POST" && r.1 == "/v1/payment_intents" && r.2 == 200);
+        let read = rows
+            .iter()
+            .any(|r| r.0 == "GET" && r.1 == "/v1/payment_intents/{id}" && r.2 == 200);
+        if created && read {
+            // Route templates, never raw paths (which carry IDs).
+            assert!(rows.iter().all(|r| !r.1.contains(&intent_id)), "{rows:?}");
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{rows:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    pipeline.finish().await;
+}
