@@ -21,3 +21,9 @@ pub mod versioned;
 pub use client::{CacheStats, Redis, Unavailable};
 pub use rate_limit::{Decision, SharedRateLimiter};
 pub use versioned::VersionedCache;
+
+/// Where payment intents are cached; shared by every service that changes
+/// one (each invalidates with the new version before committing).
+pub const INTENT_NAMESPACE: &str = "pi:";
+/// How long a cached intent lives without a read refreshing it.
+pub const INTENT_TTL_SECONDS: u64 = 60;

@@ -86,6 +86,13 @@ fn app(config: &ExternalApiConfig) -> anyhow::Result<(axum::Router, AppState)> {
                 .map(|redis| SharedRateLimiter::new(Arc::clone(redis), RATE_LIMIT_PREFIX)),
         ),
         outcomes: outcomes.clone(),
+        intent_cache: redis.as_ref().map(|redis| {
+            snakepay_cache::VersionedCache::new(
+                Arc::clone(redis),
+                snakepay_cache::INTENT_NAMESPACE,
+                Duration::from_secs(snakepay_cache::INTENT_TTL_SECONDS),
+            )
+        }),
     }));
     let readiness_store = store.clone();
     let mut checks = vec![ReadinessCheck::new("postgres", move || {

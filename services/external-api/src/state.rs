@@ -27,6 +27,9 @@ pub struct Inner {
     pub fingerprint_key: RequestFingerprintKey,
     /// The reply queue for commands and the requests waiting for outcomes.
     pub outcomes: Outcomes,
+    /// Cached payment intents (with `[redis]`): read-through on retrieve,
+    /// invalidated by every change before it commits.
+    pub intent_cache: Option<snakepay_cache::VersionedCache>,
 }
 
 impl std::ops::Deref for AppState {

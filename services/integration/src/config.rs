@@ -4,8 +4,8 @@
 
 use serde::Deserialize;
 use snakepay_config::sections::{
-    BrokerConfig, DatabaseConfig, HttpConfig, RegionConfig, TelemetryConfig, VaultConfig, in_range,
-    require_scheme,
+    BrokerConfig, DatabaseConfig, HttpConfig, RedisConfig, RegionConfig, TelemetryConfig,
+    VaultConfig, in_range, require_scheme,
 };
 use snakepay_config::{ConfigError, Validate, key};
 use url::Url;
@@ -16,6 +16,10 @@ pub struct IntegrationConfig {
     pub database: DatabaseConfig,
     pub broker: BrokerConfig,
     pub vault: VaultConfig,
+    /// Optional: with it, every committed change invalidates the External
+    /// API's cached copy of the intent.
+    #[serde(default)]
+    pub redis: Option<RedisConfig>,
     #[serde(default)]
     pub telemetry: TelemetryConfig,
     pub integration: IntegrationSection,
@@ -137,6 +141,9 @@ impl Validate for IntegrationConfig {
         self.database.validate("database")?;
         self.broker.validate("broker")?;
         self.vault.validate("vault")?;
+        if let Some(redis) = &self.redis {
+            redis.validate("redis")?;
+        }
         self.telemetry.validate("telemetry")?;
         self.integration.validate("integration")
     }

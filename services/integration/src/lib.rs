@@ -123,6 +123,18 @@ pub async fn start(config: &IntegrationConfig) -> anyhow::Result<RunningIntegrat
         vault: Arc::new(vault),
         gateway,
         replies: Some(Arc::new(replies)),
+        intent_cache: config
+            .redis
+            .as_ref()
+            .map(snakepay_cache::Redis::new)
+            .transpose()?
+            .map(|redis| {
+                snakepay_cache::VersionedCache::new(
+                    redis,
+                    snakepay_cache::INTENT_NAMESPACE,
+                    Duration::from_secs(snakepay_cache::INTENT_TTL_SECONDS),
+                )
+            }),
         api_version: snakepay_http::API_VERSION,
     });
 

@@ -60,6 +60,8 @@ pub struct Pipeline {
     pub gateway: Gateway,
     /// For outcome replies; `None` when no API instance can be waiting.
     pub replies: Option<Arc<Publisher>>,
+    /// The External API's cached intents, invalidated before every commit.
+    pub intent_cache: Option<snakepay_cache::VersionedCache>,
     pub api_version: &'static str,
 }
 
@@ -559,6 +561,7 @@ impl Pipeline {
             if changed {
                 record.intent = t.intent;
                 intents::update(&mut tx, &mut record).await?;
+                self.invalidate(&record).await;
             }
             if applies {
                 attempts::record_authorization(&mut tx, attempt, status, reference, error.as_ref())
@@ -604,6 +607,7 @@ impl Pipeline {
             }
             record.intent = t.intent;
             intents::update(&mut tx, &mut record).await?;
+            self.invalidate(&record).await;
             effects::write(
                 &mut tx,
                 &record,
@@ -685,6 +689,7 @@ impl Pipeline {
             }
             intent.intent = t.intent;
             intents::update(&mut tx, &mut intent).await?;
+            self.invalidate(&intent).await;
             refund_record.refund = t.refund;
             refunds::update_outcome(&mut tx, &refund_record.refund).await?;
             effects::write(
@@ -704,6 +709,15 @@ impl Pipeline {
             self.reply(reply_to, intent_id, Some(refund_id)).await;
         }
         Ok(())
+    }
+
+    /// Before the commit, with the new version (snakepay_cache::versioned).
+    async fn invalidate(&self, record: &IntentRecord) {
+        if let Some(cache) = &self.intent_cache {
+            cache
+                .invalidate(&record.intent.id.to_string(), record.version)
+                .await;
+        }
     }
 
     fn context<'a>(

@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use serde_json::Value;
+use snakepay_cache::VersionedCache;
 use snakepay_domain::currency::Currency;
 use snakepay_domain::effects::Effects;
 use snakepay_domain::ids::{
@@ -300,6 +301,8 @@ fn amount(minor: i64, currency: Currency) -> Result<snakepay_domain::Money, ApiE
 struct Origin<'a> {
     request_id: &'a str,
     reply_to: Option<&'a str>,
+    /// Where a cached copy of the intent must be invalidated.
+    cache: Option<&'a VersionedCache>,
 }
 
 /// Writes what a transition produced: attempt, events, commands, journal.
@@ -333,6 +336,13 @@ async fn save_and_answer(
     expand: &[String],
 ) -> Result<(Transaction<'static, Postgres>, Reply), WorkError> {
     intents::update(&mut tx, record).await?;
+    // Before the commit, with the new version: a reader that loads the old
+    // row meanwhile can no longer cache it (see snakepay_cache::versioned).
+    if let Some(cache) = origin.cache {
+        cache
+            .invalidate(&record.intent.id.to_string(), record.version)
+            .await;
+    }
     write_effects(&mut tx, auth, record, effects, attempt, origin).await?;
     let body = render(&mut tx, auth, record, expand).await?;
     Ok((tx, answer(&body, record)?))
@@ -493,6 +503,7 @@ async fn create(
     let executed = idempotent::execute_phased(&state, &request, |mut tx| {
         let (state, auth, input) = (&state, &auth, &input);
         let origin = Origin {
+            cache: state.intent_cache.as_ref(),
             request_id: &request_id,
             reply_to: expectation.reply_to(),
         };
@@ -579,6 +590,19 @@ async fn retrieve(
         return Err(publishable_forbidden());
     }
     let intent_id = owned_id::<PaymentIntentKind>(&state, &auth, &id, OBJECT, "intent")?;
+    // Secret-key reads without `expand[]` are served from the cache.
+    let cache = state
+        .intent_cache
+        .as_ref()
+        .filter(|_| !auth.is_publishable() && expand.is_empty());
+    if let Some(cache) = cache
+        && let Some((_, bytes)) = cache.get(&intent_id.to_string()).await
+        && let Ok(cached) = serde_json::from_slice::<CachedIntent>(&bytes)
+        && cached.merchant_id == auth.0.merchant_id
+        && cached.livemode == auth.0.livemode
+    {
+        return Ok(axum::Json(cached.object).into_response());
+    }
     let pool = state.shard(auth.0.shard())?;
     let record = intents::load(pool, intent_id, auth.0.merchant_id, auth.0.livemode)
         .await
@@ -592,7 +616,28 @@ async fn retrieve(
     let body = render(&mut conn, &auth, &record, &expand)
         .await
         .map_err(|e| ApiError::internal(&e))?;
+    if let Some(cache) = cache {
+        let cached = CachedIntent {
+            merchant_id: record.merchant_id,
+            livemode: record.livemode,
+            object: body,
+        };
+        if let Ok(bytes) = serde_json::to_vec(&cached) {
+            cache
+                .populate(&intent_id.to_string(), record.version, &bytes)
+                .await;
+        }
+        return Ok(axum::Json(cached.object).into_response());
+    }
     Ok(axum::Json(body).into_response())
+}
+
+/// A cached intent: its owner (checked on every hit) and its JSON.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct CachedIntent {
+    merchant_id: snakepay_domain::ids::MerchantId,
+    livemode: bool,
+    object: Value,
 }
 
 fn publishable_forbidden() -> ApiError {
@@ -715,6 +760,7 @@ async fn update(
     Ok(idempotent::execute(&state, request, |mut tx| {
         let (state, auth, input) = (&state, &auth, &input);
         let origin = Origin {
+            cache: state.intent_cache.as_ref(),
             request_id: &request_id,
             reply_to: reply_to.as_deref(),
         };
@@ -829,6 +875,7 @@ async fn confirm(
         let (source, secret, return_url, receipt_email, expand, id) =
             (&source, &secret, &return_url, &receipt_email, &expand, &id);
         let origin = Origin {
+            cache: state.intent_cache.as_ref(),
             request_id: &request_id,
             reply_to: expectation.reply_to(),
         };
@@ -921,6 +968,7 @@ async fn simple_transition(
     let executed = idempotent::execute_phased(state, &request, |mut tx| {
         let (command, expand) = (&command, &expand);
         let origin = Origin {
+            cache: state.intent_cache.as_ref(),
             request_id,
             reply_to: expectation.reply_to(),
         };

@@ -154,6 +154,11 @@ async fn create(
             .map_err(transition_error)?;
             record.intent = t.intent;
             intents::update(&mut tx, &mut record).await?;
+            if let Some(cache) = &state.intent_cache {
+                cache
+                    .invalidate(&record.intent.id.to_string(), record.version)
+                    .await;
+            }
             let refund_record = RefundRecord {
                 refund: t.refund,
                 merchant_id: context.merchant_id,

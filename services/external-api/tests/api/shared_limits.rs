@@ -67,3 +67,75 @@ async fn without_redis_requests_are_served_and_limited_per_instance_and_readines
     assert_eq!(ready.status, 200, "degraded, not down: {}", ready.body);
     assert!(ready.body.to_string().contains("redis"), "{}", ready.body);
 }
+
+#[tokio::test]
+async fn with_the_cache_a_read_never_returns_an_older_state_than_a_finished_write() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicI64, Ordering};
+
+    let api = Arc::new(
+        TestApi::start_with_redis(&redis_url(), "rate_limit_test_per_second = 100000").await,
+    );
+    let m = Arc::new(api.merchant().await);
+    let created = api
+        .post(
+            &m.secret_key,
+            "/v1/payment_intents",
+            &[("amount", "1000"), ("currency", "usd")],
+            None,
+        )
+        .await;
+    let id = created.body["id"].as_str().unwrap().to_owned();
+    // The newest sequence number whose update answered.
+    let finished = Arc::new(AtomicI64::new(0));
+    let mut tasks = Vec::new();
+    {
+        let (api, m, id, finished) = (api.clone(), m.clone(), id.clone(), finished.clone());
+        tasks.push(tokio::spawn(async move {
+            for seq in 1..=40_i64 {
+                let value = seq.to_string();
+                let reply = api
+                    .post(
+                        &m.secret_key,
+                        &format!("/v1/payment_intents/{id}"),
+                        &[("metadata[seq]", value.as_str())],
+                        None,
+                    )
+                    .await;
+                assert_eq!(reply.status, 200, "{}", reply.body);
+                finished.store(seq, Ordering::SeqCst);
+            }
+        }));
+    }
+    for _ in 0..4 {
+        let (api, m, id, finished) = (api.clone(), m.clone(), id.clone(), finished.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut last_seen = 0;
+            for _ in 0..80 {
+                let floor = finished.load(Ordering::SeqCst);
+                let reply = api
+                    .get(&m.secret_key, &format!("/v1/payment_intents/{id}"))
+                    .await;
+                assert_eq!(reply.status, 200);
+                let seen: i64 = reply.body["metadata"]["seq"]
+                    .as_str()
+                    .map(|s| s.parse().unwrap())
+                    .unwrap_or(0);
+                assert!(seen >= floor, "read {seen} after update {floor} answered");
+                assert!(
+                    seen >= last_seen,
+                    "read {seen} after having read {last_seen}"
+                );
+                last_seen = seen;
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    // The cache served reads: the final state is what a fresh read shows.
+    let last = api
+        .get(&m.secret_key, &format!("/v1/payment_intents/{id}"))
+        .await;
+    assert_eq!(last.body["metadata"]["seq"], "40");
+}

@@ -124,7 +124,11 @@ impl Pipeline {
             topology_prefix = "{prefix}"
             [vault]
             key_ring_path = "{key_ring}"
+            [redis]
+            url = "{redis}"
             "#,
+            redis = std::env::var("SNAKEPAY_TEST_REDIS_URL")
+                .unwrap_or_else(|_| "redis://127.0.0.1:6379/0".into()),
             control = db.control_url(),
             shards = shards.join(", "),
             amqp = amqp_url(),
