@@ -191,7 +191,7 @@ pub async fn start(config: &ExternalApiConfig) -> anyhow::Result<ServerHandle> {
 
 /// Serves until SIGTERM or SIGINT, then drains in-flight requests.
 pub async fn run(config: ExternalApiConfig) -> anyhow::Result<()> {
-    init_logging(&config);
+    snakepay_telemetry::init_logging(&config.telemetry);
     let (app, state) = app(&config)?;
     let store = state.store.clone();
     let listener_task = spawn_reply_listener(&state, &config);
@@ -209,16 +209,4 @@ pub async fn run(config: ExternalApiConfig) -> anyhow::Result<()> {
     store.close().await;
     tracing::info!("external api stopped");
     Ok(())
-}
-
-fn init_logging(config: &ExternalApiConfig) {
-    use snakepay_config::sections::LogFormat;
-    let filter = tracing_subscriber::EnvFilter::new(&config.telemetry.log_level);
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _ = match config.telemetry.log_format {
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
-        LogFormat::Pretty => builder.try_init(),
-    };
 }

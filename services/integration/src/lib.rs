@@ -183,23 +183,11 @@ async fn declare_topology(
 
 /// Runs until SIGTERM or SIGINT, then drains.
 pub async fn run(config: IntegrationConfig) -> anyhow::Result<()> {
-    init_logging(&config);
+    snakepay_telemetry::init_logging(&config.telemetry);
     let running = start(&config).await?;
     snakepay_http::shutdown_signal().await;
     tracing::info!("shutdown requested");
     running.shutdown().await?;
     tracing::info!("integration service stopped");
     Ok(())
-}
-
-fn init_logging(config: &IntegrationConfig) {
-    use snakepay_config::sections::LogFormat;
-    let filter = tracing_subscriber::EnvFilter::new(&config.telemetry.log_level);
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _ = match config.telemetry.log_format {
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
-        LogFormat::Pretty => builder.try_init(),
-    };
 }

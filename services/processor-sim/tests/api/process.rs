@@ -44,8 +44,8 @@ fn spawn(journal: &std::path::Path) -> (Child, String, Arc<Mutex<String>>) {
         let line = line.unwrap();
         log.lock().unwrap().push_str(&line);
         let event: Value = serde_json::from_str(&line).unwrap_or(Value::Null);
-        if event["fields"]["message"] == "processor simulator listening" {
-            addr = event["fields"]["sim.addr"].as_str().map(str::to_owned);
+        if event["message"] == "processor simulator listening" {
+            addr = event["sim.addr"].as_str().map(str::to_owned);
             break;
         }
     }
