@@ -237,15 +237,11 @@ impl Pipeline {
         // never performed this one.
         if mode == Mode::InquireFirst || card.cvc.is_none() {
             let gateway = &self.gateway;
-            match gateway
+            let inquiry = gateway
                 .run("inquire", || gateway.processor.inquire_authorization(&key))
-                .await?
-            {
-                Inquiry::Answered(answer) => return Ok(answer),
-                Inquiry::InProgress => {
-                    return Err(CallError::Unknown("authorization in progress".into()));
-                }
-                Inquiry::NeverPerformed => {}
+                .await?;
+            if let Some(answer) = answered(inquiry)? {
+                return Ok(answer);
             }
         }
         let reference = attempt.to_string();
@@ -270,7 +266,7 @@ impl Pipeline {
         attempt: AttemptId,
     ) -> CallResult<Authorization> {
         let reference = self
-            .processor_reference(pool, attempt, Mode::Send)
+            .processor_reference(pool, attempt)
             .await?
             .ok_or_else(|| CallError::Unknown("no authorization to ask about".into()))?;
         let gateway = &self.gateway;
@@ -323,7 +319,6 @@ impl Pipeline {
         &self,
         pool: &PgPool,
         attempt: AttemptId,
-        _mode: Mode,
     ) -> CallResult<Option<String>> {
         let row = attempts::find(pool, attempt)
             .await
@@ -334,25 +329,20 @@ impl Pipeline {
         }
         let key = keys::authorize(attempt);
         let gateway = &self.gateway;
-        match gateway
+        let inquiry = gateway
             .run("inquire", || gateway.processor.inquire_authorization(&key))
-            .await?
-        {
-            Inquiry::Answered(answer) => {
-                let reference = answer.processor_reference().to_owned();
-                if reference.is_empty() {
-                    return Ok(None);
-                }
-                if let Err(error) =
-                    attempts::set_processor_reference(pool, attempt, &reference).await
-                {
-                    tracing::warn!(error = %format!("{error:#}"), "could not store a processor reference");
-                }
-                Ok(Some(reference))
-            }
-            Inquiry::NeverPerformed => Ok(None),
-            Inquiry::InProgress => Err(CallError::Unknown("authorization in progress".into())),
+            .await?;
+        let Some(answer) = answered(inquiry)? else {
+            return Ok(None);
+        };
+        let reference = answer.processor_reference().to_owned();
+        if reference.is_empty() {
+            return Ok(None);
         }
+        if let Err(error) = attempts::set_processor_reference(pool, attempt, &reference).await {
+            tracing::warn!(error = %format!("{error:#}"), "could not store a processor reference");
+        }
+        Ok(Some(reference))
     }
 
     /// A capture, void or refund: inquired first for the reconciler, then
@@ -371,19 +361,15 @@ impl Pipeline {
     {
         if mode == Mode::InquireFirst {
             let gateway = &self.gateway;
-            match gateway
+            let inquiry = gateway
                 .run("inquire", || gateway.processor.inquire_completion(&key))
-                .await?
-            {
-                Inquiry::Answered(answer) => return Ok(answer),
-                Inquiry::InProgress => {
-                    return Err(CallError::Unknown("operation in progress".into()));
-                }
-                Inquiry::NeverPerformed => {}
+                .await?;
+            if let Some(answer) = answered(inquiry)? {
+                return Ok(answer);
             }
         }
         let reference = self
-            .processor_reference(pool, attempt, mode)
+            .processor_reference(pool, attempt)
             .await?
             .ok_or_else(|| {
                 CallError::Unknown("the authorization is unknown to the processor".into())
@@ -440,7 +426,7 @@ impl Pipeline {
             tracing::warn!(payment.id = %intent_id, "void of the intent's own authorization ignored");
             return Ok(());
         }
-        let reference = match self.processor_reference(pool, attempt, Mode::Send).await {
+        let reference = match self.processor_reference(pool, attempt).await {
             Ok(Some(reference)) => reference,
             // Never authorized: nothing is held.
             Ok(None) => return self.mark_superseded(pool, attempt).await,
@@ -756,6 +742,17 @@ impl Pipeline {
         if let Err(error) = send_reply(publisher, reply_to, &reply).await {
             tracing::debug!(error = %format!("{error:#}"), "outcome reply not delivered");
         }
+    }
+}
+
+/// What an inquiry means for the caller: the processor's answer, `None`
+/// when it never performed the operation (so sending it is safe), or an
+/// unknown outcome while it is still running.
+fn answered<T>(inquiry: Inquiry<T>) -> CallResult<Option<T>> {
+    match inquiry {
+        Inquiry::Answered(answer) => Ok(Some(answer)),
+        Inquiry::NeverPerformed => Ok(None),
+        Inquiry::InProgress => Err(CallError::Unknown("operation in progress".into())),
     }
 }
 

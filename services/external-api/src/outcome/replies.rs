@@ -128,14 +128,9 @@ fn deliver(outcomes: &Outcomes, data: &[u8]) {
 }
 
 /// A pause between half of `backoff_ms` and all of it, so instances that
-/// lost the broker together do not come back in lockstep.
+/// lost the broker together do not come back together.
 fn jittered(backoff_ms: u64) -> u64 {
-    let mut random = [0_u8; 8];
-    if snakepay_domain::ids::fill_random(&mut random).is_err() {
-        return backoff_ms;
-    }
-    let half = backoff_ms / 2;
-    half + u64::from_le_bytes(random) % (backoff_ms - half + 1)
+    snakepay_resilience::equal_jitter_backoff_ms(backoff_ms, backoff_ms, 1)
 }
 
 #[cfg(test)]
