@@ -156,8 +156,14 @@ pub async fn start(config: &IntegrationConfig) -> anyhow::Result<RunningIntegrat
         section.processor_sim.notification_secret.clone(),
     )
     .merge(health_routes(checks));
+    let app = snakepay_http::admin::record_requests(snakepay_http::admin::mark_routes(app));
     let grace = Duration::from_millis(section.http.shutdown_grace_ms);
-    let server = snakepay_http::spawn(section.http.listen_addr, app, grace).await?;
+    let admin = snakepay_http::admin::spawn_admin(section.http.metrics_addr)
+        .await
+        .context("binding the metrics address")?;
+    let server = snakepay_http::spawn(section.http.listen_addr, app, grace)
+        .await?
+        .with_admin(admin);
     tracing::info!(http.addr = %server.addr(), "integration service listening");
     Ok(RunningIntegration {
         server,
