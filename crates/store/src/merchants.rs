@@ -295,6 +295,36 @@ pub async fn authenticate(
     region: RegionNumber,
     key: &str,
 ) -> Result<AuthContext, AuthError> {
+    authenticate_for_cache(control, hasher, region, key)
+        .await
+        .map(|(context, _)| context)
+}
+
+/// What the API-key cache keeps of a key that authenticated (active, and
+/// for live mode of a verified merchant): enough to check the next
+/// presentation of the same key without the database. It holds the keyed
+/// hash, never the key. Whoever revokes a key or changes a merchant's KYC
+/// status must make the cache forget the merchant's keys
+/// (`snakepay_cache::forget_api_keys`), so the change takes effect at once.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct CachedKey {
+    key_hash: String,
+    merchant_id: String,
+    livemode: bool,
+}
+
+/// The ID a key is cached under (its key ID, not the secret part).
+pub fn cache_id(key: &str) -> Option<String> {
+    parse_key(key).map(|(_, _, _, key_id)| key_id)
+}
+
+/// [`authenticate`], also returning what the cache may keep.
+pub async fn authenticate_for_cache(
+    control: &PgPool,
+    hasher: &KeyHasher,
+    region: RegionNumber,
+    key: &str,
+) -> Result<(AuthContext, CachedKey), AuthError> {
     let (kind, livemode, key_region, key_id) = parse_key(key).ok_or(AuthError::Invalid)?;
     if key_region != region {
         return Err(AuthError::OtherRegion(key_region));
@@ -322,13 +352,57 @@ pub async fn authenticate(
     if livemode && KycStatus::parse(&kyc_status) != Some(KycStatus::Verified) {
         return Err(AuthError::NotVerified);
     }
+    let cached = CachedKey {
+        key_hash: hex::encode(&stored_hash),
+        merchant_id: merchant_id.clone(),
+        livemode,
+    };
     let merchant_id = MerchantId::parse(&merchant_id).map_err(|_| AuthError::Invalid)?;
-    Ok(AuthContext {
-        merchant_id,
+    Ok((
+        AuthContext {
+            merchant_id,
+            livemode,
+            kind,
+            key_id,
+        },
+        cached,
+    ))
+}
+
+/// Checks a presented key against its cached entry: the same keyed hash
+/// (compared in constant time), mode and region. `None` sends the caller to
+/// [`authenticate`], which gives the precise refusal.
+pub fn authenticate_cached(
+    hasher: &KeyHasher,
+    region: RegionNumber,
+    key: &str,
+    cached: &CachedKey,
+) -> Option<AuthContext> {
+    let (kind, livemode, key_region, key_id) = parse_key(key)?;
+    let stored = hex::decode(&cached.key_hash).ok()?;
+    let presented = hasher.hash(key);
+    let matches = bool::from(presented.as_slice().ct_eq(stored.as_slice()));
+    if !matches || key_region != region || livemode != cached.livemode {
+        return None;
+    }
+    Some(AuthContext {
+        merchant_id: MerchantId::parse(&cached.merchant_id).ok()?,
         livemode,
         kind,
         key_id,
     })
+}
+
+/// Every key of a merchant, revoked or not: what a KYC change must make the
+/// API-key cache forget.
+pub async fn key_ids_of(
+    control: &PgPool,
+    merchant: MerchantId,
+) -> Result<Vec<String>, sqlx::Error> {
+    sqlx::query_scalar("select id from api_keys where merchant_id = $1")
+        .bind(merchant.to_string())
+        .fetch_all(control)
+        .await
 }
 
 pub async fn revoke_api_key(control: &PgPool, key_id: &str) -> Result<bool, sqlx::Error> {

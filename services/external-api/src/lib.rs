@@ -53,6 +53,7 @@ const REAPER_INTERVAL: Duration = Duration::from_secs(15 * 60);
 
 fn app(config: &ExternalApiConfig) -> anyhow::Result<(axum::Router, AppState)> {
     let store = Store::connect_lazy(&config.database)?;
+    store.export_pool_metrics();
     let vault =
         Vault::load(&FileKeyProvider::new(&config.vault.key_ring_path)).with_context(|| {
             format!(
@@ -86,13 +87,7 @@ fn app(config: &ExternalApiConfig) -> anyhow::Result<(axum::Router, AppState)> {
                 .map(|redis| SharedRateLimiter::new(Arc::clone(redis), RATE_LIMIT_PREFIX)),
         ),
         outcomes: outcomes.clone(),
-        intent_cache: redis.as_ref().map(|redis| {
-            snakepay_cache::VersionedCache::new(
-                Arc::clone(redis),
-                snakepay_cache::INTENT_NAMESPACE,
-                Duration::from_secs(snakepay_cache::INTENT_TTL_SECONDS),
-            )
-        }),
+        caches: redis.as_ref().map(snakepay_cache::Caches::new),
     }));
     let readiness_store = store.clone();
     let mut checks = vec![ReadinessCheck::new("postgres", move || {

@@ -13,6 +13,7 @@ use std::time::Duration;
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use snakepay_cache::{Decision, SharedRateLimiter};
+use snakepay_telemetry::metrics::{CACHE, labels};
 
 /// Live and test keys have separate quotas, as on Stripe (100 and 25 per
 /// second by default).
@@ -56,15 +57,15 @@ impl RateLimits {
                 ("test", self.test_per_second)
             };
             match shared.check(&format!("{mode}:{key_id}"), rate.get()).await {
-                Ok(Decision::Allowed) => return Ok(()),
+                Ok(Decision::Allowed) => return counted("redis", Ok(())),
                 Ok(Decision::Limited { retry_after_ms }) => {
-                    return Err(Duration::from_millis(retry_after_ms));
+                    return counted("redis", Err(Duration::from_millis(retry_after_ms)));
                 }
                 // Redis unavailable: the per-instance limiter decides.
                 Err(_) => {}
             }
         }
-        self.check_locally(key_id, livemode)
+        counted("local", self.check_locally(key_id, livemode))
     }
 
     fn check_locally(&self, key_id: &str, livemode: bool) -> Result<(), Duration> {
@@ -80,6 +81,20 @@ impl RateLimits {
         self.live.retain_recent();
         self.test.retain_recent();
     }
+}
+
+/// Counts a decision in `snakepay_rate_limit_decisions_total`.
+fn counted(limiter: &str, decision: Result<(), Duration>) -> Result<(), Duration> {
+    let result = if decision.is_ok() {
+        "allowed"
+    } else {
+        "limited"
+    };
+    CACHE
+        .rate_limit_decisions
+        .get_or_create(&labels([("limiter", limiter), ("result", result)]))
+        .inc();
+    decision
 }
 
 /// Whole seconds to announce in `Retry-After`: at least one, rounded up.
