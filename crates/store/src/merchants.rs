@@ -98,6 +98,8 @@ pub struct AuthContext {
     pub livemode: bool,
     pub kind: KeyKind,
     pub key_id: String,
+    /// The merchant's own rate limit for this mode, if it has one.
+    pub rate_limit_per_second: Option<u32>,
 }
 
 impl AuthContext {
@@ -285,8 +287,17 @@ fn parse_key(key: &str) -> Option<(KeyKind, bool, RegionNumber, String)> {
     Some((kind, livemode, RegionNumber(region), key_id))
 }
 
-/// key_hash, merchant_id, livemode, revoked_at, kyc_status.
-type KeyRow = (Vec<u8>, String, bool, Option<i64>, String);
+/// key_hash, merchant_id, livemode, revoked_at, kyc_status, and the
+/// merchant's live and test rate limits.
+type KeyRow = (
+    Vec<u8>,
+    String,
+    bool,
+    Option<i64>,
+    String,
+    Option<i32>,
+    Option<i32>,
+);
 
 /// Checks a presented key. Live keys work only for KYC-verified merchants.
 pub async fn authenticate(
@@ -311,6 +322,7 @@ pub struct CachedKey {
     key_hash: String,
     merchant_id: String,
     livemode: bool,
+    rate_limit_per_second: Option<u32>,
 }
 
 /// The ID a key is cached under (its key ID, not the secret part).
@@ -330,14 +342,24 @@ pub async fn authenticate_for_cache(
         return Err(AuthError::OtherRegion(key_region));
     }
     let row: Option<KeyRow> = sqlx::query_as(
-        "select k.key_hash, k.merchant_id, k.livemode, k.revoked_at, m.kyc_status
+        "select k.key_hash, k.merchant_id, k.livemode, k.revoked_at, m.kyc_status,
+                m.rate_limit_live_per_second, m.rate_limit_test_per_second
          from api_keys k join merchants m on m.id = k.merchant_id
          where k.id = $1",
     )
     .bind(&key_id)
     .fetch_optional(control)
     .await?;
-    let Some((stored_hash, merchant_id, stored_livemode, revoked_at, kyc_status)) = row else {
+    let Some((
+        stored_hash,
+        merchant_id,
+        stored_livemode,
+        revoked_at,
+        kyc_status,
+        live_rate,
+        test_rate,
+    )) = row
+    else {
         return Err(AuthError::Invalid);
     };
     let presented = hasher.hash(key);
@@ -352,10 +374,13 @@ pub async fn authenticate_for_cache(
     if livemode && KycStatus::parse(&kyc_status) != Some(KycStatus::Verified) {
         return Err(AuthError::NotVerified);
     }
+    let rate_limit_per_second =
+        if livemode { live_rate } else { test_rate }.and_then(|rate| u32::try_from(rate).ok());
     let cached = CachedKey {
         key_hash: hex::encode(&stored_hash),
         merchant_id: merchant_id.clone(),
         livemode,
+        rate_limit_per_second,
     };
     let merchant_id = MerchantId::parse(&merchant_id).map_err(|_| AuthError::Invalid)?;
     Ok((
@@ -364,6 +389,7 @@ pub async fn authenticate_for_cache(
             livemode,
             kind,
             key_id,
+            rate_limit_per_second,
         },
         cached,
     ))
@@ -390,7 +416,30 @@ pub fn authenticate_cached(
         livemode,
         kind,
         key_id,
+        rate_limit_per_second: cached.rate_limit_per_second,
     })
+}
+
+/// Sets a merchant's own rate limits (None: the deployment's default for
+/// the mode). The caller makes the API-key cache forget the merchant's keys
+/// (`key_ids_of`), so the new limits apply on the next request.
+pub async fn set_rate_limits(
+    control: &PgPool,
+    merchant: MerchantId,
+    live_per_second: Option<u32>,
+    test_per_second: Option<u32>,
+) -> Result<bool, sqlx::Error> {
+    let as_column = |rate: Option<u32>| rate.and_then(|r| i32::try_from(r).ok());
+    let result = sqlx::query(
+        "update merchants set rate_limit_live_per_second = $2, rate_limit_test_per_second = $3
+         where id = $1",
+    )
+    .bind(merchant.to_string())
+    .bind(as_column(live_per_second))
+    .bind(as_column(test_per_second))
+    .execute(control)
+    .await?;
+    Ok(result.rows_affected() == 1)
 }
 
 /// Every key of a merchant, revoked or not: what a KYC change must make the

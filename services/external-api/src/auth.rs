@@ -6,7 +6,7 @@ use http::request::Parts;
 use snakepay_http::{ApiError, require_api_key};
 use snakepay_store::merchants::{self, AuthContext, AuthError, CachedKey, KeyKind};
 
-use crate::rate_limit::retry_after_seconds;
+use crate::rate_limit::{EndpointClass, retry_after_seconds};
 use crate::state::AppState;
 
 /// An authenticated request.
@@ -47,7 +47,7 @@ impl FromRequestParts<AppState> for Auth {
                 // limited request is refused before any work.
                 state
                     .rate_limits
-                    .check(&context.key_id, context.livemode)
+                    .check(&context, EndpointClass::of(&parts.method))
                     .await
                     .map_err(|wait| {
                         ApiError::rate_limited().with_retry_after(retry_after_seconds(wait))
