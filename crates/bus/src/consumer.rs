@@ -85,6 +85,10 @@ where
         .await
         .with_context(|| format!("consuming {queue}"))?;
     let tag = consumer.tag();
+    // The series exists from the start, so `increase()` sees the first one.
+    let _ = BROKER
+        .redeliveries
+        .get_or_create(&labels([("queue", label)]));
     tracing::info!(
         broker.queue = queue,
         broker.prefetch = prefetch,

@@ -83,7 +83,10 @@ impl Redis {
             dirty: AtomicBool::new(false),
         });
         // Registered at start, so dashboards see the families at zero.
-        let _ = (&CACHE.requests, &CACHE.degraded);
+        let _ = &CACHE.requests;
+        let _ = CACHE
+            .degraded
+            .get_or_create(&labels([("dependency", "redis")]));
         let weak = Arc::downgrade(&redis);
         metrics::on_scrape(move || {
             if let Some(redis) = weak.upgrade() {

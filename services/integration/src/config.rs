@@ -70,6 +70,10 @@ pub struct IntegrationSection {
     /// delay between a commit and its publication.
     #[serde(default = "defaults::relay_idle_poll_ms")]
     pub relay_idle_poll_ms: u64,
+    /// How often the region gauges (outbox backlog and age, payments in
+    /// flight, the ledger's trial balance, queue depths) are read.
+    #[serde(default = "defaults::gauges_interval_ms")]
+    pub gauges_interval_ms: u64,
     /// Merchant webhook delivery (`[integration.webhooks]`).
     #[serde(default)]
     pub webhooks: snakepay_webhooks::WebhookSettings,
@@ -133,6 +137,9 @@ mod defaults {
     pub fn relay_idle_poll_ms() -> u64 {
         20
     }
+    pub fn gauges_interval_ms() -> u64 {
+        15_000
+    }
 }
 
 impl Validate for IntegrationConfig {
@@ -183,6 +190,12 @@ impl Validate for IntegrationSection {
         )?;
         in_range(self.reconcile_batch, 1, 10_000, &k("reconcile_batch"))?;
         in_range(self.relay_idle_poll_ms, 1, 10_000, &k("relay_idle_poll_ms"))?;
+        in_range(
+            self.gauges_interval_ms,
+            100,
+            600_000,
+            &k("gauges_interval_ms"),
+        )?;
 
         self.webhooks.validate(&k("webhooks"))?;
         let sim = &self.processor_sim;

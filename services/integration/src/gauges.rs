@@ -17,13 +17,12 @@ use snakepay_store::Store;
 use snakepay_telemetry::metrics::{BROKER, OUTBOX, PAYMENTS, WEBHOOKS, labels};
 use tokio::sync::watch;
 
-/// How often the cheap gauges (outbox, in-flight, queues) are refreshed.
-const INTERVAL: Duration = Duration::from_secs(15);
-/// The trial balance sums every ledger line of the region: every fourth
-/// round only.
-const TRIAL_BALANCE_EVERY: u32 = 4;
-
+/// Every round (`[integration] gauges_interval_ms`, 15 s by default) reads
+/// an index-only count per shard, plus the trial balance, which sums every
+/// ledger line of the region: that is the costly one, and why the interval
+/// is not shorter.
 pub async fn run(
+    interval: Duration,
     store: Store,
     broker_url: String,
     topology: Topology,
@@ -32,22 +31,24 @@ pub async fn run(
     // Families exist from the start, at zero, so `increase()` and absent-
     // series alerts see the first event.
     let _ = (&WEBHOOKS.abandoned, &OUTBOX.published);
+    for result in ["delivered", "failed"] {
+        let _ = WEBHOOKS
+            .attempts
+            .get_or_create(&labels([("result", result)]));
+    }
     PAYMENTS.oldest_processing_age.set(0.0);
     let mut broker: Option<lapin::Connection> = None;
-    let mut round: u32 = 0;
     loop {
-        if let Err(error) = database_gauges(&store, round.is_multiple_of(TRIAL_BALANCE_EVERY)).await
-        {
+        if let Err(error) = database_gauges(&store).await {
             tracing::warn!(error = %format!("{error:#}"), "database gauges not refreshed");
         }
         if let Err(error) = queue_gauges(&mut broker, &broker_url, &topology).await {
             tracing::debug!(error = %format!("{error:#}"), "queue gauges not refreshed");
             broker = None;
         }
-        round = round.wrapping_add(1);
         tokio::select! {
             _ = stop.wait_for(|stopped| *stopped) => break,
-            () = tokio::time::sleep(INTERVAL) => {}
+            () = tokio::time::sleep(interval) => {}
         }
     }
     if let Some(connection) = broker {
@@ -55,7 +56,7 @@ pub async fn run(
     }
 }
 
-async fn database_gauges(store: &Store, with_trial_balance: bool) -> anyhow::Result<()> {
+async fn database_gauges(store: &Store) -> anyhow::Result<()> {
     let mut in_flight: BTreeMap<String, i64> = [
         ("processing".to_owned(), 0),
         ("requires_action".to_owned(), 0),
@@ -97,17 +98,15 @@ async fn database_gauges(store: &Store, with_trial_balance: bool) -> anyhow::Res
             *in_flight.entry(status).or_default() += count;
         }
 
-        if with_trial_balance {
-            let sums: Vec<(String, i64)> = sqlx::query_as(
-                "select currency,
-                        coalesce(sum(case side when 'debit' then amount else -amount end), 0)::int8
-                   from journal_lines group by currency",
-            )
-            .fetch_all(pool)
-            .await?;
-            for (currency, sum) in sums {
-                *balances.entry(currency).or_default() += sum;
-            }
+        let sums: Vec<(String, i64)> = sqlx::query_as(
+            "select currency,
+                    coalesce(sum(case side when 'debit' then amount else -amount end), 0)::int8
+               from journal_lines group by currency",
+        )
+        .fetch_all(pool)
+        .await?;
+        for (currency, sum) in sums {
+            *balances.entry(currency).or_default() += sum;
         }
     }
     for (status, count) in in_flight {

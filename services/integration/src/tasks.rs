@@ -90,6 +90,7 @@ pub fn spawn_all(
     }
 
     tasks.push(tokio::spawn(crate::gauges::run(
+        Duration::from_millis(section.gauges_interval_ms),
         pipeline.store.clone(),
         url.clone(),
         topology.clone(),

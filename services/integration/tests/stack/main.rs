@@ -152,6 +152,7 @@ notification_secret = "{SIM_NOTIFICATION_SECRET}"
 listen_addr = "127.0.0.1:{integration}"
 metrics_addr = "127.0.0.1:{integration_metrics}"
 relay_idle_poll_ms = 10
+gauges_interval_ms = 200
 [integration.processor_sim]
 base_url = "http://127.0.0.1:{sim}"
 api_key = "{SIM_API_KEY}"
@@ -471,8 +472,7 @@ fn check_naming(service: &str, text: &str) -> Vec<String> {
                 if FORBIDDEN_LABELS.contains(&label) {
                     problems.push(format!("{service}: {name}: label {label} carries IDs"));
                 }
-                let digits = value.bytes().filter(u8::is_ascii_digit).count();
-                if digits >= 12 || value.contains("pi_") || value.contains("sk_") {
+                if looks_like_id_or_card(value) {
                     problems.push(format!(
                         "{service}: {name}: label value {value} looks like an ID or card data"
                     ));
@@ -483,13 +483,44 @@ fn check_naming(service: &str, text: &str) -> Vec<String> {
     problems
 }
 
+/// A label value holding an object ID (`pi_038gd8…`, `sk_test_…`) or a
+/// card number (a long digit run).
+fn looks_like_id_or_card(value: &str) -> bool {
+    let digits = value.bytes().filter(u8::is_ascii_digit).count();
+    let id_like = value
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .any(|token| {
+            token.split_once('_').is_some_and(|(prefix, rest)| {
+                prefix.len() <= 5
+                    && rest.len() >= 10
+                    && rest.bytes().any(|b| b.is_ascii_digit())
+                    && rest.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+            })
+        });
+    digits >= 12 || id_like
+}
+
 #[tokio::test]
 async fn every_service_exports_conventional_metrics_covering_the_alerts_and_the_dashboard() {
     let stack = Stack::start().await;
     run_scenario(&stack).await;
-    // The integration service's gauges refresh on a timer; the first round
-    // runs at start-up, so every family is already registered.
-    let scrapes = stack.scrape().await;
+    // The integration service's gauges refresh on a timer: wait for the
+    // round that sees the scenario's ledger lines.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let scrapes = loop {
+        let scrapes = stack.scrape().await;
+        if scrapes["snakepay-integration"]
+            .contains(r#"snakepay_ledger_trial_balance_minor_units{currency="usd"} 0"#)
+        {
+            break scrapes;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the trial balance never showed usd at 0:\n{}",
+            scrapes["snakepay-integration"]
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
 
     let mut problems = Vec::new();
     let mut exported = BTreeSet::new();
@@ -540,9 +571,19 @@ fn the_naming_check_catches_what_the_rules_forbid() {
                # TYPE snakepay_thing_total gauge\n\
                snakepay_thing_total{merchant_id=\"acct_1\"} 1\n\
                # TYPE snakepay_calls counter\n\
-               snakepay_calls_total{route=\"/v1/payment_intents/pi_123\"} 1\n\
+               snakepay_calls_total{route=\"/v1/payment_intents/pi_038gd8kqmw080nvte\"} 1\n\
+               snakepay_calls_total{cache=\"api_key\",card=\"4242 4242 4242 4242\"} 1\n\
                # TYPE Weird counter\n";
     let problems = check_naming("test", bad).join("\n");
+    assert!(
+        !problems.contains("api_key"),
+        "a fixed label value is fine:\n{problems}"
+    );
+    assert_eq!(
+        problems.matches("looks like an ID").count(),
+        2,
+        "{problems}"
+    );
     for expected in [
         "snakepay_latency_ms: a histogram in base units",
         "snakepay_latency_ms: not a base unit",
@@ -550,6 +591,7 @@ fn the_naming_check_catches_what_the_rules_forbid() {
         "label merchant_id carries IDs",
         "looks like an ID",
         "Weird: not snake_case",
+        "label card carries IDs",
     ] {
         assert!(
             problems.contains(expected),
