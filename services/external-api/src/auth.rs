@@ -1,7 +1,9 @@
 //! API-key authentication as an extractor: every merchant route takes
 //! [`Auth`], so no route can forget it.
 
-use axum::extract::FromRequestParts;
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, FromRequestParts};
 use http::request::Parts;
 use snakepay_http::{ApiError, require_api_key};
 use snakepay_store::merchants::{self, AuthContext, AuthError, CachedKey, KeyKind};
@@ -37,7 +39,10 @@ impl FromRequestParts<AppState> for Auth {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        let key = require_api_key(&parts.headers)?;
+        let key = match require_api_key(&parts.headers) {
+            Ok(key) => key,
+            Err(error) => return Err(throttle_failure(parts, state, error).await),
+        };
         match authenticate(state, &key).await {
             Ok(context) => {
                 if let Some(slot) = parts.extensions.get::<crate::request_log::LogSlot>() {
@@ -54,12 +59,8 @@ impl FromRequestParts<AppState> for Auth {
                     })?;
                 Ok(Auth(context))
             }
-            Err(AuthError::Invalid) => Err(ApiError::unauthorized(format!(
-                "Invalid API Key provided: {}",
-                redact(&key)
-            ))),
-            Err(AuthError::Revoked) => {
-                Err(ApiError::unauthorized("This API key has been revoked."))
+            Err(error @ (AuthError::Invalid | AuthError::Revoked)) => {
+                Err(throttle_failure(parts, state, refusal(&key, &error)).await)
             }
             Err(AuthError::OtherRegion(region)) => Err(ApiError::unauthorized(format!(
                 "This API key belongs to {}.",
@@ -76,6 +77,30 @@ impl FromRequestParts<AppState> for Auth {
                 )))
             }
         }
+    }
+}
+
+/// Counts a failed authentication against the client's address: within
+/// the allowance the refusal stands (401); beyond it the client is told to
+/// slow down (429 with `Retry-After`), so keys cannot be guessed at speed.
+async fn throttle_failure(parts: &Parts, state: &AppState, refusal: ApiError) -> ApiError {
+    let Some(ConnectInfo(peer)) = parts.extensions.get::<ConnectInfo<SocketAddr>>() else {
+        return refusal;
+    };
+    match state.rate_limits.check_auth_failure(peer.ip()).await {
+        Ok(()) => refusal,
+        Err(wait) => {
+            tracing::warn!(client.address = %peer.ip(), "failed authentications throttled");
+            ApiError::rate_limited().with_retry_after(retry_after_seconds(wait))
+        }
+    }
+}
+
+/// The 401 for a key that is unknown, wrong or revoked.
+fn refusal(key: &str, error: &AuthError) -> ApiError {
+    match error {
+        AuthError::Revoked => ApiError::unauthorized("This API key has been revoked."),
+        _ => ApiError::unauthorized(format!("Invalid API Key provided: {}", redact(key))),
     }
 }
 

@@ -55,6 +55,11 @@ pub struct ExternalApiSection {
     /// Requests per second per test-mode API key (Stripe's default: 25).
     #[serde(default = "default_test_rate")]
     pub rate_limit_test_per_second: NonZeroU32,
+    /// Failed authentications allowed per second per client address (a
+    /// burst of as many); beyond, the client gets 429 instead of 401, so
+    /// keys cannot be guessed at speed.
+    #[serde(default = "default_auth_failure_rate")]
+    pub auth_failures_per_second: NonZeroU32,
     /// How long confirm, capture, cancel and refund requests wait for the
     /// processor's outcome before answering `processing` (or a `pending`
     /// refund). Used only with `[broker]`; 0 answers at once and opens no
@@ -77,6 +82,10 @@ fn default_wait_for_outcome_ms() -> u64 {
 
 fn default_live_rate() -> NonZeroU32 {
     NonZeroU32::new(100).unwrap_or(NonZeroU32::MIN)
+}
+
+fn default_auth_failure_rate() -> NonZeroU32 {
+    NonZeroU32::new(5).unwrap_or(NonZeroU32::MIN)
 }
 
 fn default_test_rate() -> NonZeroU32 {

@@ -85,7 +85,8 @@ fn app(config: &ExternalApiConfig) -> anyhow::Result<(axum::Router, AppState)> {
             redis
                 .as_ref()
                 .map(|redis| SharedRateLimiter::new(Arc::clone(redis), RATE_LIMIT_PREFIX)),
-        ),
+        )
+        .with_auth_failures_per_second(config.external_api.auth_failures_per_second),
         outcomes: outcomes.clone(),
         caches: redis.as_ref().map(snakepay_cache::Caches::new),
     }));

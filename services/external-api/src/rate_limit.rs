@@ -51,6 +51,7 @@ pub struct RateLimits {
     clock: DefaultClock,
     live_per_second: NonZeroU32,
     test_per_second: NonZeroU32,
+    auth_failures_per_second: NonZeroU32,
     shared: Option<SharedRateLimiter>,
 }
 
@@ -71,8 +72,22 @@ impl RateLimits {
             clock: DefaultClock::default(),
             live_per_second,
             test_per_second,
+            auth_failures_per_second: NonZeroU32::new(5).unwrap_or(NonZeroU32::MIN),
             shared,
         }
+    }
+
+    /// Failed authentications allowed per second per client address.
+    pub fn with_auth_failures_per_second(mut self, rate: NonZeroU32) -> RateLimits {
+        self.auth_failures_per_second = rate;
+        self
+    }
+
+    /// Counts a failed authentication from `client`; the wait before its
+    /// next failure is answered with anything but 429.
+    pub async fn check_auth_failure(&self, client: std::net::IpAddr) -> Result<(), Duration> {
+        self.decide(&format!("authfail:{client}"), self.auth_failures_per_second)
+            .await
     }
 
     /// Counts a request of the key against its quota for `class`; the wait
@@ -88,8 +103,14 @@ impl RateLimits {
             .and_then(NonZeroU32::new)
             .unwrap_or(default);
         let bucket = format!("{mode}:{}:{}", class.as_str(), context.key_id);
+        self.decide(&bucket, rate).await
+    }
+
+    /// One request against `bucket` at `rate`: in Redis when it answers,
+    /// else on this instance.
+    async fn decide(&self, bucket: &str, rate: NonZeroU32) -> Result<(), Duration> {
         if let Some(shared) = &self.shared {
-            match shared.check(&bucket, rate.get()).await {
+            match shared.check(bucket, rate.get()).await {
                 Ok(Decision::Allowed) => return counted("redis", Ok(())),
                 Ok(Decision::Limited { retry_after_ms }) => {
                     return counted("redis", Err(Duration::from_millis(retry_after_ms)));
@@ -98,7 +119,7 @@ impl RateLimits {
                 Err(_) => {}
             }
         }
-        counted("local", self.check_locally(&bucket, rate))
+        counted("local", self.check_locally(bucket, rate))
     }
 
     fn check_locally(&self, bucket: &str, rate: NonZeroU32) -> Result<(), Duration> {

@@ -338,3 +338,47 @@ async fn with_redis_killed_mid_load_every_request_succeeds_and_caching_recovers_
         ready.body
     );
 }
+
+#[tokio::test]
+async fn failed_authentications_are_throttled_per_client_while_good_keys_keep_working() {
+    let api = TestApi::start_with_redis(
+        &redis_url(),
+        "rate_limit_test_per_second = 100000\nauth_failures_per_second = 3",
+    )
+    .await;
+    let m = api.merchant().await;
+    let mut forged = m.secret_key.clone();
+    let last = forged.pop().unwrap();
+    forged.push(if last == '0' { '1' } else { '0' });
+    // A client address of this test's own (all of 127/8 is loopback), so
+    // other tests' failures never share its allowance in Redis.
+    let mut octets = [0_u8; 3];
+    getrandom::fill(&mut octets).unwrap();
+    let address = std::net::Ipv4Addr::new(127, octets[0], octets[1], octets[2].max(2));
+    let client = reqwest::Client::builder()
+        .local_address(std::net::IpAddr::V4(address))
+        .build()
+        .unwrap();
+    let get = |key: Option<&str>| {
+        let mut request = client.get(api.url("/v1/refunds"));
+        if let Some(key) = key {
+            request = request.bearer_auth(key);
+        }
+        api.send(request)
+    };
+    let mut statuses = Vec::new();
+    for _ in 0..5 {
+        let reply = get(Some(&forged)).await;
+        if reply.status == 429 {
+            let wait: u64 = reply.header("retry-after").unwrap().parse().unwrap();
+            assert!((1..=2).contains(&wait), "{wait}");
+        }
+        statuses.push(reply.status);
+    }
+    assert_eq!(statuses, [401, 401, 401, 429, 429]);
+    // No key at all counts as a failure too.
+    let bare = get(None).await;
+    assert_eq!(bare.status, 429, "{}", bare.body);
+    // A valid key is never throttled by failures.
+    assert_eq!(get(Some(&m.secret_key)).await.status, 200);
+}
