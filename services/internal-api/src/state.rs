@@ -1,0 +1,52 @@
+//! What every handler shares.
+
+use std::sync::Arc;
+
+use snakepay_domain::ids::{RegionNumber, ShardNumber};
+use snakepay_http::ApiError;
+use snakepay_store::Store;
+use snakepay_store::merchants::KeyHasher;
+use sqlx::PgPool;
+
+use crate::config::ProcessorSimAccess;
+use crate::dead_letters::DeadLetters;
+use crate::tokens::Verifier;
+
+#[derive(Clone)]
+pub struct AppState(pub Arc<Inner>);
+
+pub struct Inner {
+    pub store: Store,
+    pub hasher: KeyHasher,
+    pub region: RegionNumber,
+    pub region_code: String,
+    pub verifier: Verifier,
+    /// The External API's payment intent cache (with `[redis]`): a refund
+    /// changes the intent, so it invalidates the entry before committing.
+    pub intent_cache: Option<snakepay_cache::VersionedCache>,
+    pub refund_approval_threshold: i64,
+    /// The dead-letter queues (with `[broker]`).
+    pub dead_letters: Option<DeadLetters>,
+    /// What the processor says it did, for reconciliation.
+    #[allow(dead_code)]
+    pub processor_sim: Option<ProcessorSimAccess>,
+    #[allow(dead_code)]
+    pub http: reqwest::Client,
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+impl AppState {
+    /// The pool of a shard this region has; an unknown shard can only come
+    /// from a corrupt ID or merchant row.
+    pub fn shard(&self, shard: ShardNumber) -> Result<&PgPool, ApiError> {
+        self.store
+            .shard(shard)
+            .map_err(|e| ApiError::internal(&anyhow::anyhow!(e)))
+    }
+}
