@@ -8,4 +8,5 @@
 
 mod access;
 mod merchants;
+mod search;
 mod support;
