@@ -8,5 +8,6 @@
 
 mod access;
 mod merchants;
+mod refunds;
 mod search;
 mod support;

@@ -4,47 +4,7 @@
 use serde_json::json;
 use snakepay_internal_api::tokens::Role;
 
-use crate::support::{HASH_SECRET_BASE64, TestApi};
-
-/// An External API over the same databases, started in-process.
-async fn external_api(api: &TestApi) -> snakepay_http::ServerHandle {
-    let key_ring = api.dir.path().join("keyring.json");
-    snakepay_vault::FileKeyProvider::create(
-        &key_ring,
-        &snakepay_vault::KeyRing::generate("kek-test").unwrap(),
-    )
-    .unwrap();
-    let shards: Vec<String> = api
-        .db
-        .shard_urls()
-        .iter()
-        .map(|u| format!("\"{u}\""))
-        .collect();
-    let toml = format!(
-        r#"
-        [region]
-        code = "eu-1"
-        number = 1
-        public_api_url = "http://127.0.0.1"
-        [database]
-        control_url = "{}"
-        shard_urls = [{}]
-        max_connections = 4
-        [api_keys]
-        hash_secret_base64 = "{HASH_SECRET_BASE64}"
-        [vault]
-        key_ring_path = "{}"
-        [external_api]
-        listen_addr = "127.0.0.1:0"
-        "#,
-        api.db.control_url(),
-        shards.join(", "),
-        key_ring.display()
-    );
-    let config: snakepay_external_api::ExternalApiConfig =
-        snakepay_config::from_toml_str(&toml).unwrap();
-    snakepay_external_api::start(&config).await.unwrap()
-}
+use crate::support::{TestApi, external_api};
 
 async fn list_intents(client: &reqwest::Client, external: &str, key: &str) -> u16 {
     client

@@ -164,3 +164,143 @@ pub fn config_toml(
         jwks = jwks.display(),
     )
 }
+
+/// An External API over the same databases, started in-process.
+pub async fn external_api(api: &TestApi) -> snakepay_http::ServerHandle {
+    let key_ring = api.dir.path().join("keyring.json");
+    snakepay_vault::FileKeyProvider::create(
+        &key_ring,
+        &snakepay_vault::KeyRing::generate("kek-test").unwrap(),
+    )
+    .unwrap();
+    let shards: Vec<String> = api
+        .db
+        .shard_urls()
+        .iter()
+        .map(|u| format!("\"{u}\""))
+        .collect();
+    let toml = format!(
+        r#"
+        [region]
+        code = "eu-1"
+        number = 1
+        public_api_url = "http://127.0.0.1"
+        [database]
+        control_url = "{}"
+        shard_urls = [{}]
+        max_connections = 4
+        [api_keys]
+        hash_secret_base64 = "{HASH_SECRET_BASE64}"
+        [vault]
+        key_ring_path = "{}"
+        [external_api]
+        listen_addr = "127.0.0.1:0"
+        "#,
+        api.db.control_url(),
+        shards.join(", "),
+        key_ring.display()
+    );
+    let config: snakepay_external_api::ExternalApiConfig =
+        snakepay_config::from_toml_str(&toml).unwrap();
+    snakepay_external_api::start(&config).await.unwrap()
+}
+
+/// A succeeded USD payment of `amount` for the merchant with test key `key`:
+/// created and confirmed through the External API, then approved the way
+/// the integration service commits a processor's answer (domain
+/// transition, intent, attempt and journal in one transaction).
+pub async fn succeeded_payment(
+    api: &TestApi,
+    external: &ServerHandle,
+    merchant: MerchantId,
+    key: &str,
+    amount: i64,
+) -> String {
+    use snakepay_domain::payment_intent::{
+        self, AuthorizationOutcome, IntentCommand, PendingOperation,
+    };
+    use snakepay_store::intents;
+    let reply = api
+        .client
+        .post(format!("{}/v1/payment_intents", external.url()))
+        .bearer_auth(key)
+        .form(&[
+            ("amount", amount.to_string().as_str()),
+            ("currency", "usd"),
+            ("confirm", "true"),
+            ("payment_method", "pm_card_visa"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reply.status().as_u16(), 200);
+    let body: Value = reply.json().await.unwrap();
+    let id = body["id"].as_str().unwrap().to_owned();
+    let pool = api.db.store.shard(merchant.shard()).unwrap();
+    let mut tx = pool.begin().await.unwrap();
+    let intent_id = snakepay_domain::ids::PaymentIntentId::parse(&id).unwrap();
+    let mut record = intents::load_for_update(&mut tx, intent_id, merchant, false)
+        .await
+        .unwrap()
+        .unwrap();
+    let Some(PendingOperation::Authorize { attempt, .. }) = record.intent.pending else {
+        panic!("no authorization pending on {id}: {body}");
+    };
+    let transition = payment_intent::apply(
+        &record.intent,
+        IntentCommand::AuthorizationResult {
+            attempt,
+            outcome: AuthorizationOutcome::Approved,
+            now: 1_800_000_000,
+        },
+    )
+    .unwrap();
+    record.intent = transition.intent;
+    intents::update(&mut tx, &mut record).await.unwrap();
+    sqlx::query("update payment_attempts set status = 'approved' where id = $1")
+        .bind(attempt.to_string())
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    if let Some(journal) = &transition.effects.journal {
+        let merchant_id = merchant.to_string();
+        snakepay_store::ledger::post(
+            &mut tx,
+            snakepay_store::ledger::JournalContext {
+                merchant_id: &merchant_id,
+                livemode: false,
+                payment_intent_id: Some(&id),
+                refund_id: None,
+                description: "test settlement",
+            },
+            journal,
+        )
+        .await
+        .unwrap();
+    }
+    tx.commit().await.unwrap();
+    id
+}
+
+/// A merchant with a test secret key.
+pub async fn merchant_with_key(api: &TestApi, shard: u8) -> (MerchantId, String) {
+    let merchant = api.merchant_on(shard).await;
+    let hasher = snakepay_store::merchants::KeyHasher::new(&{
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD
+            .decode(HASH_SECRET_BASE64)
+            .unwrap()
+    })
+    .unwrap();
+    let key = merchants::create_api_key(
+        api.db.store.control(),
+        &hasher,
+        REGION,
+        merchant,
+        snakepay_store::merchants::KeyKind::Secret,
+        false,
+    )
+    .await
+    .unwrap();
+    (merchant, key.key)
+}
