@@ -7,6 +7,7 @@
 )]
 
 mod access;
+mod dead_letters;
 mod merchants;
 mod refunds;
 mod search;
