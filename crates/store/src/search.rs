@@ -328,3 +328,71 @@ pub async fn trial_balance(store: &Store) -> anyhow::Result<TrialBalance> {
 fn overflow() -> anyhow::Error {
     anyhow::anyhow!("ledger totals overflow i64")
 }
+
+/// Our side of one processor authorization, for reconciliation: an
+/// attempt, its intent's money state and the intent's ledger position.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AttemptPosition {
+    pub attempt: String,
+    pub payment_intent: String,
+    pub merchant_id: String,
+    pub livemode: bool,
+    pub attempt_status: String,
+    pub intent_status: String,
+    /// Whether this attempt is the intent's authorization (the one whose
+    /// captures and refunds the intent's amounts describe).
+    pub authorized: bool,
+    pub currency: String,
+    pub amount_received: i64,
+    pub amount_refunded: i64,
+    /// The intent's `processor_receivable` position in the ledger: what the
+    /// books say the processor owes for it (captured − refunded).
+    pub ledger_receivable: i64,
+}
+
+/// Every attempt sent to `processor` on every shard, created in the range.
+pub async fn attempt_positions(
+    store: &Store,
+    processor: &str,
+    created_gte: Option<i64>,
+    created_lte: Option<i64>,
+) -> anyhow::Result<Vec<AttemptPosition>> {
+    let mut positions = Vec::new();
+    for (_, pool) in store.shards() {
+        let rows = sqlx::query(
+            "select a.id, a.payment_intent_id, a.merchant_id, pi.livemode, a.status as attempt_status,
+                    pi.status as intent_status,
+                    coalesce(pi.authorized_attempt_id = a.id, false) as authorized,
+                    a.currency, pi.amount_received, pi.amount_refunded,
+                    coalesce((select sum(case when l.side = 'debit' then l.amount else -l.amount end)
+                              from journals j join journal_lines l on l.journal_id = j.id
+                              where j.payment_intent_id = pi.id and l.account = 'processor_receivable'),
+                             0)::bigint as ledger_receivable
+             from payment_attempts a join payment_intents pi on pi.id = a.payment_intent_id
+             where a.processor = $1
+               and ($2::bigint is null or a.created >= $2) and ($3::bigint is null or a.created <= $3)
+             order by a.id",
+        )
+        .bind(processor)
+        .bind(created_gte)
+        .bind(created_lte)
+        .fetch_all(pool)
+        .await?;
+        for row in &rows {
+            positions.push(AttemptPosition {
+                attempt: row.try_get("id")?,
+                payment_intent: row.try_get("payment_intent_id")?,
+                merchant_id: row.try_get("merchant_id")?,
+                livemode: row.try_get("livemode")?,
+                attempt_status: row.try_get("attempt_status")?,
+                intent_status: row.try_get("intent_status")?,
+                authorized: row.try_get("authorized")?,
+                currency: row.try_get("currency")?,
+                amount_received: row.try_get("amount_received")?,
+                amount_refunded: row.try_get("amount_refunded")?,
+                ledger_receivable: row.try_get("ledger_receivable")?,
+            });
+        }
+    }
+    Ok(positions)
+}

@@ -28,9 +28,7 @@ pub struct Inner {
     /// The dead-letter queues (with `[broker]`).
     pub dead_letters: Option<DeadLetters>,
     /// What the processor says it did, for reconciliation.
-    #[allow(dead_code)]
     pub processor_sim: Option<ProcessorSimAccess>,
-    #[allow(dead_code)]
     pub http: reqwest::Client,
 }
 

@@ -6,6 +6,7 @@ mod keys;
 mod ledger;
 mod merchants;
 mod payments;
+mod reconciliation;
 mod refunds;
 
 use axum::response::IntoResponse;
@@ -31,6 +32,7 @@ pub fn router(state: AppState) -> Router {
     let api = payments::routes(api);
     let api = refunds::routes(api);
     let api = ledger::routes(api);
+    let api = reconciliation::routes(api);
     let api = dead_letters::routes(api);
     let api = audit::routes(api);
     let (router, endpoints) = api.finish();

@@ -7,8 +7,8 @@
 )]
 
 mod access;
-mod dead_letters;
 mod merchants;
+mod pipeline;
 mod refunds;
 mod search;
 mod support;

@@ -114,10 +114,13 @@ async fn insert(api: &TestApi, merchants: &[MerchantId], rng: &mut Rng, count: u
     rows
 }
 
+/// Whether a row matches a filter.
+type Check = Box<dyn Fn(&Row) -> bool>;
+
 /// A random filter: (query string, predicate).
-fn random_filter(rng: &mut Rng, merchants: &[MerchantId]) -> (String, Box<dyn Fn(&Row) -> bool>) {
+fn random_filter(rng: &mut Rng, merchants: &[MerchantId]) -> (String, Check) {
     let mut query = Vec::new();
-    let mut checks: Vec<Box<dyn Fn(&Row) -> bool>> = Vec::new();
+    let mut checks: Vec<Check> = Vec::new();
     if rng.below(3) == 0 {
         let merchant = rng.pick(merchants).to_string();
         query.push(format!("merchant={merchant}"));
@@ -179,6 +182,19 @@ fn ids(page: &Value) -> Vec<String> {
         .collect()
 }
 
+/// id, merchant, livemode, status, currency, amount, created, customer, last 4.
+type BruteRow = (
+    String,
+    String,
+    bool,
+    String,
+    String,
+    i64,
+    i64,
+    Option<String>,
+    Option<String>,
+);
+
 #[tokio::test]
 async fn search_pages_equal_a_brute_force_query_over_all_shards_on_random_data() {
     let mut seed = [0_u8; 8];
@@ -197,7 +213,7 @@ async fn search_pages_equal_a_brute_force_query_over_all_shards_on_random_data()
     // databases, filtered here, newest ID first.
     let mut everything: Vec<Row> = Vec::new();
     for (_, pool) in api.db.store.shards() {
-        let found: Vec<(String, String, bool, String, String, i64, i64, Option<String>, Option<String>)> =
+        let found: Vec<BruteRow> =
             sqlx::query_as(
                 "select pi.id, pi.merchant_id, pi.livemode, pi.status, pi.currency, pi.amount,
                         pi.created, pi.customer_id, pm.last4
