@@ -296,7 +296,21 @@ async fn approve(
     Path(id): Path<String>,
     Body(params): Body<DecisionParams>,
 ) -> Result<Response, ApiError> {
-    let request = decide(&state, &authed, &id, true, params.note).await?;
+    let request = match decide(&state, &authed, &id, true, params.note).await {
+        Ok(request) => request,
+        // Approved before, but its execution did not finish (the database
+        // went away in between): the approver may run it again; executing
+        // is idempotent (the refund's ID was fixed with the request).
+        Err(error) => match refund_requests::find(state.store.control(), &id).await {
+            Ok(Some(request))
+                if request.status == "approved"
+                    && request.decided_by.as_deref() == Some(authed.0.subject.as_str()) =>
+            {
+                request
+            }
+            _ => return Err(error),
+        },
+    };
     let (request, refund) = execute(&state, request).await?;
     Ok(noted(
         Json(json!({ "refund_request": request, "refund": refund })),

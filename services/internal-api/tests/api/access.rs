@@ -178,3 +178,50 @@ async fn every_request_allowed_or_denied_is_in_the_audit_trail_and_the_chain_ver
     // not yet this verification.
     assert_eq!(verified.body["verified_rows"], 4);
 }
+
+#[tokio::test]
+async fn the_openapi_document_lists_every_operation_with_its_role_and_errors() {
+    let api = TestApi::start().await;
+    let reply = api.call(Method::GET, None, "/v1/openapi.json", None).await;
+    assert_eq!(reply.status, 200);
+    let document = reply.body;
+    assert_eq!(document["openapi"], "3.1.0");
+    assert_eq!(
+        document["components"]["securitySchemes"]["staffToken"]["bearerFormat"],
+        "JWT"
+    );
+    let paths = document["paths"].as_object().unwrap();
+    for expected in [
+        "/v1/merchants",
+        "/v1/merchants/{id}/kyc",
+        "/v1/merchants/{id}/keys",
+        "/v1/keys/{key_id}/roll",
+        "/v1/keys/{key_id}/revoke",
+        "/v1/payments",
+        "/v1/payments/{id}",
+        "/v1/payments/{id}/refunds",
+        "/v1/refund_requests/{id}/approve",
+        "/v1/ledger/trial_balance",
+        "/v1/reconciliation",
+        "/v1/dead_letters/{id}/replay",
+        "/v1/audit/entries",
+        "/v1/audit/verify",
+    ] {
+        assert!(paths.contains_key(expected), "{expected} is not documented");
+    }
+    for (path, methods) in paths {
+        for (method, operation) in methods.as_object().unwrap() {
+            assert!(operation["summary"].is_string(), "{method} {path}");
+            assert!(operation["x-snakepay-role"].is_string(), "{method} {path}");
+            assert!(operation["responses"]["403"].is_object(), "{method} {path}");
+        }
+    }
+    assert_eq!(
+        paths["/v1/audit/verify"]["post"]["x-snakepay-role"],
+        "admin"
+    );
+    assert_eq!(
+        paths["/v1/merchants/{id}/keys"]["post"]["x-snakepay-mfa"],
+        true
+    );
+}
