@@ -29,6 +29,35 @@ SERVICES=(
   "snakepay-web web"
 )
 
+# Prometheus on 127.0.0.1:9090 with deploy/observability/prometheus.yml,
+# scraping every service's admin port; its data stays in .stack/prometheus.
+# Installed when missing; skipped (the platform runs without it) when it
+# cannot be installed or the port is taken.
+PROMETHEUS_PORT=9090
+start_prometheus() {
+  say "Prometheus"
+  if ! (ensure_prometheus); then
+    note "Prometheus is not available; running without it"
+    return 0
+  fi
+  if port_open "$PROMETHEUS_PORT"; then
+    note "something already listens on 127.0.0.1:$PROMETHEUS_PORT; not starting Prometheus"
+    return 0
+  fi
+  mkdir -p "$REPO_ROOT/.stack/prometheus"
+  setsid prometheus \
+    --config.file="$REPO_ROOT/deploy/observability/prometheus.yml" \
+    --storage.tsdb.path="$REPO_ROOT/.stack/prometheus" \
+    --web.listen-address="127.0.0.1:$PROMETHEUS_PORT" \
+    >"$LOG_DIR/prometheus.log" 2>&1 &
+  pids+=("$!")
+  if wait_for 30 port_open "$PROMETHEUS_PORT"; then
+    ok "http://127.0.0.1:$PROMETHEUS_PORT  (alerts /alerts, targets /targets; log .stack/logs/prometheus.log)"
+  else
+    note "Prometheus did not open port $PROMETHEUS_PORT; see .stack/logs/prometheus.log"
+  fi
+}
+
 # The listen_addr of a config section, read from the configuration file.
 listen_url() {
   python3 -c 'import sys, tomllib; c = tomllib.load(open(sys.argv[1], "rb")); print("http://" + c.get(sys.argv[2], {}).get("listen_addr", "?"))' \
@@ -111,6 +140,8 @@ for service in "${present[@]}"; do
   pids+=("$!")
   ok "$package  $(listen_url "${service##* }")  (log .stack/logs/$package.log)"
 done
+
+start_prometheus
 
 say "running; press Ctrl-C to stop"
 # Returns when any service exits, so a crash is noticed rather than hidden.

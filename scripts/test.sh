@@ -61,6 +61,7 @@ step "dependencies (cargo deny, offline)" "$REPO_ROOT/scripts/lib/deny.sh"
 if [ -f deploy/aws/check.sh ]; then
   step "infrastructure (deploy/aws/check.sh)" bash deploy/aws/check.sh
 fi
+step "observability (deploy/observability/check.sh)" bash deploy/observability/check.sh
 # The vault without its `decrypt` feature, as the External API links it:
 # decryption code must not be compiled in, and sealing must still work.
 step "tests: vault without decrypt" \

@@ -85,6 +85,35 @@ apt_install() {
     die "apt-get install $* failed"
 }
 
+# Installs Prometheus and promtool (Debian package `prometheus`) when missing.
+# The package would start and enable its own system service on :9090, which
+# is the local run's port (scripts/run.sh starts Prometheus with the repo's
+# configuration): a temporary policy-rc.d keeps the service from starting
+# during the install, and it is disabled at boot. A Prometheus that was
+# already installed is left as it is.
+ensure_prometheus() {
+  if command -v prometheus >/dev/null 2>&1 && command -v promtool >/dev/null 2>&1; then
+    return 0
+  fi
+  local policy=/usr/sbin/policy-rc.d
+  if [ -e "$policy" ]; then
+    apt_install prometheus
+  else
+    printf '#!/bin/sh\n# snakepay: no service starts while prometheus installs\nexit 101\n' |
+      as_root tee "$policy" >/dev/null
+    as_root chmod 755 "$policy"
+    # A subshell, so the policy goes away even when apt_install dies.
+    (trap 'as_root rm -f "$policy"' EXIT; apt_install prometheus)
+  fi
+  if [ -d /run/systemd/system ]; then
+    as_root systemctl disable --now prometheus >/dev/null 2>&1 || true
+  elif command -v update-rc.d >/dev/null 2>&1; then
+    as_root update-rc.d prometheus disable >/dev/null 2>&1 || true
+  fi
+  command -v promtool >/dev/null 2>&1 || die "the prometheus package installed no promtool"
+  ok "installed $(prometheus --version 2>&1 | head -n 1)"
+}
+
 # Installs a cargo subcommand at a pinned version when it is missing or differs.
 ensure_cargo_tool() {
   local binary="$1" crate="$2" version="$3"

@@ -76,12 +76,9 @@ async fn app(config: &InternalApiConfig) -> anyhow::Result<axum::Router> {
         region_code: config.region.code.clone(),
         verifier,
         intent_cache: redis.as_ref().map(|redis| {
-            snakepay_cache::VersionedCache::new(
-                Arc::clone(redis),
-                snakepay_cache::INTENT_NAMESPACE,
-                Duration::from_secs(snakepay_cache::INTENT_TTL_SECONDS),
-            )
+            snakepay_cache::VersionedCache::of(Arc::clone(redis), &snakepay_cache::PAYMENT_INTENTS)
         }),
+        redis: redis.clone(),
         refund_approval_threshold: section.refund_approval_threshold,
         dead_letters: config.broker.as_ref().map(dead_letters::DeadLetters::new),
         processor_sim: section.processor_sim.clone(),

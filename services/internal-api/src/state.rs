@@ -24,6 +24,9 @@ pub struct Inner {
     /// The External API's payment intent cache (with `[redis]`): a refund
     /// changes the intent, so it invalidates the entry before committing.
     pub intent_cache: Option<snakepay_cache::VersionedCache>,
+    /// Redis (with `[redis]`): the External API's API-key cache is told to
+    /// forget keys after a revocation or a KYC change.
+    pub redis: Option<Arc<snakepay_cache::Redis>>,
     pub refund_approval_threshold: i64,
     /// The dead-letter queues (with `[broker]`).
     pub dead_letters: Option<DeadLetters>,
@@ -40,6 +43,24 @@ impl std::ops::Deref for AppState {
 }
 
 impl AppState {
+    /// Makes the External API's API-key cache forget `key_ids`, after the
+    /// change committed, so the next request with one of them is checked
+    /// against the database. Returns what the audit row should say: without
+    /// `[redis]` there is nothing to forget; when Redis cannot be told, the
+    /// entries expire within the cache's TTL (60 s) and this is logged.
+    pub async fn forget_api_keys(&self, key_ids: &[String]) -> &'static str {
+        let Some(redis) = &self.redis else {
+            return "no_cache";
+        };
+        match snakepay_cache::forget_api_keys(redis, key_ids).await {
+            Ok(()) => "forgotten",
+            Err(error) => {
+                tracing::warn!(error = %error, cache.keys = key_ids.len(), "API-key cache not told to forget; entries expire within their TTL");
+                "failed"
+            }
+        }
+    }
+
     /// The pool of a shard this region has; an unknown shard can only come
     /// from a corrupt ID or merchant row.
     pub fn shard(&self, shard: ShardNumber) -> Result<&PgPool, ApiError> {

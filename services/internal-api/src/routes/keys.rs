@@ -127,13 +127,14 @@ async fn roll(
                 ),
                 RollError::Other(e) => ApiError::internal(&e),
             })?;
+    let cache = state.forget_api_keys(std::slice::from_ref(&old.id)).await;
     let info = merchants::find_api_key(state.store.control(), &created.key_id)
         .await
         .map_err(|e| ApiError::internal(&e.into()))?
         .ok_or_else(|| key_missing(&created.key_id))?;
     Ok(noted(
         Json(json!({ "key": created.key, "api_key": info, "revoked": old.id })),
-        json!({ "revoked": old.id, "new_key_id": created.key_id, "merchant": old.merchant_id }),
+        json!({ "revoked": old.id, "new_key_id": created.key_id, "merchant": old.merchant_id, "key_cache": cache }),
     ))
 }
 
@@ -156,8 +157,9 @@ async fn revoke(
             "This key was already revoked.",
         ));
     }
+    let cache = state.forget_api_keys(std::slice::from_ref(&key_id)).await;
     Ok(noted(
         Json(json!({ "api_key": info })),
-        json!({ "revoked": key_id, "merchant": info.merchant_id }),
+        json!({ "revoked": key_id, "merchant": info.merchant_id, "key_cache": cache }),
     ))
 }

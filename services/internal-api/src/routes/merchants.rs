@@ -284,9 +284,13 @@ async fn review(
         KycError::Database(e) => ApiError::internal(&e.into()),
     })?;
     // Live keys follow the new status on their next request: the External
-    // API authenticates every request against the control database.
+    // API's key cache forgets every key of the merchant.
+    let keys = merchants::key_ids_of(state.store.control(), merchant)
+        .await
+        .map_err(|e| ApiError::internal(&e.into()))?;
+    let cache = state.forget_api_keys(&keys).await;
     Ok(noted(
         Json(&profile),
-        json!({ "kyc_status": profile.kyc_status, "reason": reason }),
+        json!({ "kyc_status": profile.kyc_status, "reason": reason, "key_cache": cache }),
     ))
 }

@@ -4,7 +4,7 @@
 use serde_json::json;
 use snakepay_internal_api::tokens::Role;
 
-use crate::support::{TestApi, external_api};
+use crate::support::{TestApi, external_api, external_api_with, redis_section};
 
 async fn list_intents(client: &reqwest::Client, external: &str, key: &str) -> u16 {
     client
@@ -223,4 +223,66 @@ async fn merchants_are_listed_updated_and_keep_their_shard_and_region() {
     assert_eq!(listed.body["data"][0]["id"], id);
     let unknown = api.get(&viewer, "/v1/merchants/acct_nonsense").await;
     assert_eq!(unknown.status, 404);
+}
+
+#[tokio::test]
+async fn revocations_and_kyc_changes_reach_the_external_apis_key_cache_at_once() {
+    let api = TestApi::start_with("", &redis_section()).await;
+    let external = external_api_with(&api, &redis_section()).await;
+    let url = external.url();
+    let operator = api.mfa_token(Role::Operator, "olga");
+    let merchant = api.merchant_on(1).await;
+    let verified = api
+        .post(
+            &operator,
+            &format!("/v1/merchants/{merchant}/kyc"),
+            json!({ "status": "verified" }),
+        )
+        .await;
+    assert_eq!(verified.status, 200, "{}", verified.body);
+    let mut live = Vec::new();
+    for _ in 0..3 {
+        let key = api
+            .post(
+                &operator,
+                &format!("/v1/merchants/{merchant}/keys"),
+                json!({ "kind": "secret", "livemode": true }),
+            )
+            .await;
+        live.push((
+            key.body["key"].as_str().unwrap().to_owned(),
+            key.body["api_key"]["id"].as_str().unwrap().to_owned(),
+        ));
+    }
+    for (key, _) in &live {
+        assert_eq!(list_intents(&api.client, &url, key).await, 200);
+    }
+
+    // The cache is in play: a revocation the cache is not told about is
+    // not seen while the entry lives.
+    snakepay_store::merchants::revoke_api_key(api.db.store.control(), &live[0].1)
+        .await
+        .unwrap();
+    assert_eq!(list_intents(&api.client, &url, &live[0].0).await, 200);
+
+    // Through the Internal API, the next request is refused.
+    let revoked = api
+        .post(
+            &operator,
+            &format!("/v1/keys/{}/revoke", live[1].1),
+            json!({}),
+        )
+        .await;
+    assert_eq!(revoked.status, 200, "{}", revoked.body);
+    assert_eq!(list_intents(&api.client, &url, &live[1].0).await, 401);
+
+    let rejected = api
+        .post(
+            &operator,
+            &format!("/v1/merchants/{merchant}/kyc"),
+            json!({ "status": "rejected", "reason": "sanctions hit" }),
+        )
+        .await;
+    assert_eq!(rejected.status, 200, "{}", rejected.body);
+    assert_eq!(list_intents(&api.client, &url, &live[2].0).await, 403);
 }

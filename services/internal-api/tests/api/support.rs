@@ -167,6 +167,11 @@ pub fn config_toml(
 
 /// An External API over the same databases, started in-process.
 pub async fn external_api(api: &TestApi) -> snakepay_http::ServerHandle {
+    external_api_with(api, "").await
+}
+
+/// [`external_api`] with extra sections (e.g. `[redis]`).
+pub async fn external_api_with(api: &TestApi, other_sections: &str) -> snakepay_http::ServerHandle {
     let key_ring = api.dir.path().join("keyring.json");
     snakepay_vault::FileKeyProvider::create(
         &key_ring,
@@ -195,6 +200,7 @@ pub async fn external_api(api: &TestApi) -> snakepay_http::ServerHandle {
         key_ring_path = "{}"
         [external_api]
         listen_addr = "127.0.0.1:0"
+        {other_sections}
         "#,
         api.db.control_url(),
         shards.join(", "),
@@ -303,4 +309,14 @@ pub async fn merchant_with_key(api: &TestApi, shard: u8) -> (MerchantId, String)
     .await
     .unwrap();
     (merchant, key.key)
+}
+
+/// A `[redis]` section for the test Redis.
+pub fn redis_section() -> String {
+    let url = std::env::var("SNAKEPAY_TEST_REDIS_URL")
+        .unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
+    format!(
+        "[redis]\nurl = \"{}/0\"\ntimeout_ms = 200\n",
+        url.trim_end_matches('/')
+    )
 }
