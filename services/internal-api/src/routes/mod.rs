@@ -37,14 +37,16 @@ pub fn router(state: AppState) -> Router {
     let api = audit::routes(api);
     let (router, endpoints) = api.finish();
     let document = std::sync::Arc::new(openapi::document(&endpoints));
-    let audited = router
+    // The fallback is inside the audit layer, so probes of unknown paths
+    // are audited too; the document is added after it, outside.
+    router
+        .fallback(unknown_route)
         .route_layer(axum::middleware::from_fn(crate::auth::remember_route))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             crate::auth::authenticate_and_audit,
         ))
-        .with_state(state);
-    Router::new()
+        .with_state(state)
         .route(
             "/v1/openapi.json",
             axum::routing::get(move || {
@@ -52,7 +54,10 @@ pub fn router(state: AppState) -> Router {
                 async move { Json(document.as_ref().clone()).into_response() }
             }),
         )
-        .merge(audited)
+}
+
+async fn unknown_route(method: http::Method, uri: http::Uri) -> snakepay_http::ApiError {
+    snakepay_http::ApiError::not_found_route(&method, uri.path())
 }
 
 async fn me(authed: Authed) -> impl IntoResponse {

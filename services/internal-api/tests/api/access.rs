@@ -138,6 +138,12 @@ async fn every_request_allowed_or_denied_is_in_the_audit_trail_and_the_chain_ver
         api.call(Method::GET, None, "/v1/me", None).await.status,
         401
     );
+    assert_eq!(
+        api.call(Method::GET, None, "/v1/nowhere", None)
+            .await
+            .status,
+        404
+    );
 
     let reply = api.get(&admin, "/v1/audit/entries?limit=10").await;
     assert_eq!(reply.status, 200, "{}", reply.body);
@@ -154,6 +160,7 @@ async fn every_request_allowed_or_denied_is_in_the_audit_trail_and_the_chain_ver
         })
         .collect();
     let expected = [
+        ("anonymous", "GET (no route)", "/v1/nowhere", "rejected"),
         ("anonymous", "GET /v1/me", "/v1/me", "unauthenticated"),
         (
             "victor",
@@ -168,20 +175,25 @@ async fn every_request_allowed_or_denied_is_in_the_audit_trail_and_the_chain_ver
         .map(|(a, b, c, d)| ((*a).into(), (*b).into(), (*c).into(), (*d).into()))
         .collect();
     assert_eq!(seen, expected);
-    assert_eq!(entries[0]["origin"], "127.0.0.1");
-    assert_eq!(entries[0]["details"]["status"], 401);
+    assert_eq!(entries[1]["origin"], "127.0.0.1");
+    assert_eq!(entries[1]["details"]["status"], 401);
 
     let verified = api.post(&admin, "/v1/audit/verify", json!({})).await;
     assert_eq!(verified.status, 200, "{}", verified.body);
     assert_eq!(verified.body["intact"], true);
-    // The three requests, the query, and (being written after it ran)
+    // The four requests, the query, and (being written after it ran)
     // not yet this verification.
-    assert_eq!(verified.body["verified_rows"], 4);
+    assert_eq!(verified.body["verified_rows"], 5);
 }
 
 #[tokio::test]
 async fn the_openapi_document_lists_every_operation_with_its_role_and_errors() {
     let api = TestApi::start().await;
+    // Health and the document need no token.
+    assert_eq!(
+        api.call(Method::GET, None, "/livez", None).await.status,
+        200
+    );
     let reply = api.call(Method::GET, None, "/v1/openapi.json", None).await;
     assert_eq!(reply.status, 200);
     let document = reply.body;
