@@ -7,7 +7,7 @@ use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::json;
-use snakepay_domain::ids::{PaymentIntentId, PaymentIntentKind};
+use snakepay_domain::ids::PaymentIntentId;
 use snakepay_domain::payment_intent::PaymentIntentStatus;
 use snakepay_http::ApiError;
 use snakepay_store::search::{self, PaymentSearch};
@@ -116,16 +116,27 @@ async fn list(
     Ok(Json(json!({ "object": "list", "data": data, "has_more": has_more })).into_response())
 }
 
+/// A payment intent ID of this region, on a shard it has, with that
+/// shard's pool; 404 otherwise.
+pub fn intent_on_shard<'a>(
+    state: &'a AppState,
+    text: &str,
+) -> Result<(PaymentIntentId, &'a sqlx::PgPool), ApiError> {
+    let missing = || ApiError::resource_missing("payment_intent", text, "id");
+    let intent = PaymentIntentId::parse(text)
+        .ok()
+        .filter(|i| i.region() == state.region)
+        .ok_or_else(missing)?;
+    let pool = state.store.shard(intent.shard()).map_err(|_| missing())?;
+    Ok((intent, pool))
+}
+
 async fn story(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let missing = || ApiError::resource_missing("payment_intent", &id, "id");
-    let intent = snakepay_domain::ids::Id::<PaymentIntentKind>::parse(&id)
-        .ok()
-        .filter(|i| i.region() == state.region)
-        .ok_or_else(missing)?;
-    let pool = state.store.shard(intent.shard()).map_err(|_| missing())?;
+    let (_, pool) = intent_on_shard(&state, &id)?;
     let story = search::payment_story(pool, &id)
         .await
         .map_err(|e| ApiError::internal(&e))?

@@ -10,7 +10,7 @@ use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::json;
-use snakepay_domain::ids::{PaymentIntentKind, RefundId};
+use snakepay_domain::ids::{PaymentIntentId, RefundId};
 use snakepay_http::ApiError;
 use snakepay_store::refund_requests::{
     self, DecisionError, ExecuteError, Execution, NewRefundRequest, RefundRequest,
@@ -19,6 +19,7 @@ use snakepay_store::{intents, objects};
 
 use crate::auth::{Authed, Permission, noted};
 use crate::openapi::ApiRoutes;
+use crate::routes::payments::intent_on_shard;
 use crate::routes::{Body, Params, page_limit};
 use crate::state::AppState;
 
@@ -84,10 +85,7 @@ async fn create(
     Body(params): Body<CreateParams>,
 ) -> Result<Response, ApiError> {
     let missing = || ApiError::resource_missing("payment_intent", &id, "id");
-    let intent_id = snakepay_domain::ids::Id::<PaymentIntentKind>::parse(&id)
-        .ok()
-        .filter(|i| i.region() == state.region)
-        .ok_or_else(missing)?;
+    let (intent_id, pool) = intent_on_shard(&state, &id)?;
     if let Some(reason) = &params.reason
         && !REASONS.contains(&reason.as_str())
     {
@@ -97,10 +95,6 @@ async fn create(
             "reason must be duplicate, fraudulent or requested_by_customer.",
         ));
     }
-    let pool = state
-        .store
-        .shard(intent_id.shard())
-        .map_err(|_| missing())?;
     let record = intents::load_by_id(pool, intent_id)
         .await
         .map_err(|e| ApiError::internal(&e))?
@@ -153,9 +147,8 @@ async fn execute(
     state: &AppState,
     request: RefundRequest,
 ) -> Result<(RefundRequest, serde_json::Value), ApiError> {
-    let intent_id =
-        snakepay_domain::ids::Id::<PaymentIntentKind>::parse(&request.payment_intent_id)
-            .map_err(|e| ApiError::internal(&e.into()))?;
+    let intent_id = PaymentIntentId::parse(&request.payment_intent_id)
+        .map_err(|e| ApiError::internal(&e.into()))?;
     let shard = state.shard(intent_id.shard())?;
     let cache = state.intent_cache.as_ref();
     let executed = refund_requests::execute(
