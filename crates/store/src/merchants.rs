@@ -488,7 +488,7 @@ pub async fn find_merchant(
 
 /// A merchant as the back office sees it: the row with its shard and the
 /// latest KYC decision.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, sqlx::FromRow)]
 pub struct MerchantProfile {
     pub id: String,
     pub legal_name: String,
@@ -505,60 +505,16 @@ pub struct MerchantProfile {
 
 const PROFILE_COLUMNS: &str = "id, legal_name, country, home_region, shard, kyc_status, kyc_reviewed_by, kyc_reason, kyc_reviewed_at, created, updated";
 
-type ProfileRow = (
-    String,
-    String,
-    String,
-    String,
-    i16,
-    String,
-    Option<String>,
-    Option<String>,
-    Option<i64>,
-    i64,
-    Option<i64>,
-);
-
-fn profile(row: ProfileRow) -> MerchantProfile {
-    let (
-        id,
-        legal_name,
-        country,
-        home_region,
-        shard,
-        kyc_status,
-        kyc_reviewed_by,
-        kyc_reason,
-        kyc_reviewed_at,
-        created,
-        updated,
-    ) = row;
-    MerchantProfile {
-        id,
-        legal_name,
-        country,
-        home_region,
-        shard,
-        kyc_status,
-        kyc_reviewed_by,
-        kyc_reason,
-        kyc_reviewed_at,
-        created,
-        updated,
-    }
-}
-
 pub async fn find_profile(
     control: impl sqlx::PgExecutor<'_>,
     id: MerchantId,
 ) -> Result<Option<MerchantProfile>, sqlx::Error> {
-    let row: Option<ProfileRow> = sqlx::query_as(&format!(
+    sqlx::query_as(&format!(
         "select {PROFILE_COLUMNS} from merchants where id = $1"
     ))
     .bind(id.to_string())
     .fetch_optional(control)
-    .await?;
-    Ok(row.map(profile))
+    .await
 }
 
 /// Merchants newest first, optionally in one KYC status; `starting_after`
@@ -569,7 +525,7 @@ pub async fn list_profiles(
     starting_after: Option<&str>,
     limit: i64,
 ) -> Result<(Vec<MerchantProfile>, bool), sqlx::Error> {
-    let rows: Vec<ProfileRow> = sqlx::query_as(&format!(
+    let mut items: Vec<MerchantProfile> = sqlx::query_as(&format!(
         "select {PROFILE_COLUMNS} from merchants
          where ($1::text is null or kyc_status = $1) and ($2::text is null or id < $2)
          order by id desc limit $3"
@@ -579,7 +535,6 @@ pub async fn list_profiles(
     .bind(limit + 1)
     .fetch_all(control)
     .await?;
-    let mut items: Vec<MerchantProfile> = rows.into_iter().map(profile).collect();
     let limit = usize::try_from(limit).unwrap_or(0);
     let has_more = items.len() > limit;
     items.truncate(limit);
@@ -595,7 +550,7 @@ pub async fn update_profile(
     legal_name: Option<&str>,
     country: Option<&str>,
 ) -> Result<Option<MerchantProfile>, sqlx::Error> {
-    let row: Option<ProfileRow> = sqlx::query_as(&format!(
+    sqlx::query_as(&format!(
         "update merchants set legal_name = coalesce($2, legal_name),
              country = coalesce($3, country), updated = $4
          where id = $1 returning {PROFILE_COLUMNS}"
@@ -605,8 +560,7 @@ pub async fn update_profile(
     .bind(country)
     .bind(unix_now())
     .fetch_optional(control)
-    .await?;
-    Ok(row.map(profile))
+    .await
 }
 
 /// Why a KYC decision was refused.
@@ -673,7 +627,7 @@ pub async fn review_kyc(
     .bind(now)
     .execute(&mut *tx)
     .await?;
-    let row: ProfileRow = sqlx::query_as(&format!(
+    let profile: MerchantProfile = sqlx::query_as(&format!(
         "update merchants set kyc_status = $2, kyc_reviewed_by = $3, kyc_reason = $4,
              kyc_reviewed_at = $5, updated = $5
          where id = $1 returning {PROFILE_COLUMNS}"
@@ -686,7 +640,7 @@ pub async fn review_kyc(
     .fetch_one(&mut *tx)
     .await?;
     tx.commit().await?;
-    Ok(profile(row))
+    Ok(profile)
 }
 
 /// An API key as listed: never the key, only its last four characters.

@@ -1,7 +1,7 @@
 -- KYC decisions for the back office (Internal API): who decided what, why,
 -- and when. The merchant row keeps the latest decision; kyc_reviews keeps
--- every one (append-only), so a verification can always be traced to a
--- reviewer.
+-- every one (the back office only ever inserts them), so a verification
+-- can always be traced to a reviewer.
 
 alter table merchants
     add column kyc_reviewed_by text check (length(kyc_reviewed_by) <= 200),
@@ -19,5 +19,3 @@ create table kyc_reviews (
     at           bigint not null                      -- Unix seconds
 );
 create index kyc_reviews_merchant on kyc_reviews (merchant_id, id);
-
-create index merchants_list on merchants (id desc);
