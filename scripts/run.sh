@@ -98,6 +98,14 @@ fi
 say "demo merchant (test mode) — $DEMO_FILE"
 ok "$(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(d["merchant"]); print("    secret key:      " + d["secret_key"]); print("    publishable key: " + d["publishable_key"])' "$DEMO_FILE")"
 
+# A back-office token for the Internal API, signed with the local key
+# (created on the first run); valid for 8 hours.
+say "internal api operator token (8 h) — snakepay-admin token issue --role operator --subject … [--mfa]"
+OPERATOR_TOKEN=$("$ADMIN" token issue --role operator --subject local-operator --mfa --ttl 8h |
+  python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])') || die "cannot issue an operator token"
+ok "$OPERATOR_TOKEN"
+note "curl -H \"Authorization: Bearer \$TOKEN\" http://127.0.0.1:8084/v1/payments"
+
 say "dependencies"
 ok "PostgreSQL  postgres://$DB_ROLE:$DB_PASSWORD@$PG_HOST:$PG_PORT/snakepay_${LOCAL_REGION}_control (+ ${SHARD_COUNT} shards)"
 ok "Redis       redis://127.0.0.1:$REDIS_PORT/0"

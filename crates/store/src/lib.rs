@@ -12,21 +12,28 @@
 //! - [`ledger`]: posting domain journals as immutable rows (the database
 //!   checks the balance at commit, see the shard migration).
 //! - [`merchants`]: merchants and their API keys (control database).
+//! - [`audit`]: the hash-chained, append-only audit trail (control
+//!   database), appended to by every service and verified by the admin CLI.
 //! - [`intents`]: PaymentIntents, attempts and tokenized cards; the list
 //!   pagination shared by every list.
 //! - [`customers`], [`events`]: customers; events written with their change.
 //! - [`attempts`]: what the integration service reads and records of a
 //!   payment attempt (sealed card, processor reference, outcome).
 //! - [`effects`]: writing a transition's events, commands and journal.
+//! - [`refund_requests`]: operator refunds with maker-checker, executed
+//!   through the same refund path as the External API's.
 //! - [`refunds`]; [`charges`] (a view of attempts, not a table);
 //!   [`webhook_endpoints`] (with their sealed signing secrets).
 //! - [`webhook_deliveries`]: the webhook dispatcher's durable schedule, one
 //!   delivery per (event, endpoint) and every attempt at it.
+//! - [`dead_letters`]: dead-lettered broker messages parked for operators.
 //! - [`outbox`]: messages for the broker, committed with the change, and
 //!   the payload of processor commands.
 //! - [`objects`]: the Stripe JSON of each object, for responses, event
 //!   snapshots and webhook bodies alike.
 //! - [`idempotency`]: claiming keys, storing and replaying responses, reaping.
+//! - [`search`]: back-office reads across shards: payment search with a
+//!   region-wide cursor, a payment's story, ledger balances, trial balance.
 //! - [`testing`] (feature `testing`): a fresh set of databases per test,
 //!   cloned from migrated templates.
 //!
@@ -35,8 +42,10 @@
 //! rather than a pool where they write, so callers compose them.
 
 pub mod attempts;
+pub mod audit;
 pub mod charges;
 pub mod customers;
+pub mod dead_letters;
 pub mod effects;
 pub mod events;
 pub mod idempotency;
@@ -46,8 +55,10 @@ pub mod merchants;
 pub mod migrate;
 pub mod objects;
 pub mod outbox;
+pub mod refund_requests;
 pub mod refunds;
 pub mod retry;
+pub mod search;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod webhook_deliveries;

@@ -220,7 +220,7 @@ impl std::fmt::Debug for CreatedKey {
 }
 
 pub async fn create_api_key(
-    control: &PgPool,
+    control: impl sqlx::PgExecutor<'_>,
     hasher: &KeyHasher,
     region: RegionNumber,
     merchant: MerchantId,
@@ -484,6 +484,273 @@ pub async fn find_merchant(
             created,
         },
     ))
+}
+
+/// A merchant as the back office sees it: the row with its shard and the
+/// latest KYC decision.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, sqlx::FromRow)]
+pub struct MerchantProfile {
+    pub id: String,
+    pub legal_name: String,
+    pub country: String,
+    pub home_region: String,
+    pub shard: i16,
+    pub kyc_status: String,
+    pub kyc_reviewed_by: Option<String>,
+    pub kyc_reason: Option<String>,
+    pub kyc_reviewed_at: Option<i64>,
+    pub created: i64,
+    pub updated: Option<i64>,
+}
+
+const PROFILE_COLUMNS: &str = "id, legal_name, country, home_region, shard, kyc_status, kyc_reviewed_by, kyc_reason, kyc_reviewed_at, created, updated";
+
+pub async fn find_profile(
+    control: impl sqlx::PgExecutor<'_>,
+    id: MerchantId,
+) -> Result<Option<MerchantProfile>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "select {PROFILE_COLUMNS} from merchants where id = $1"
+    ))
+    .bind(id.to_string())
+    .fetch_optional(control)
+    .await
+}
+
+/// Merchants newest first, optionally in one KYC status; `starting_after`
+/// is the last ID of the previous page.
+pub async fn list_profiles(
+    control: &PgPool,
+    kyc_status: Option<KycStatus>,
+    starting_after: Option<&str>,
+    limit: i64,
+) -> Result<(Vec<MerchantProfile>, bool), sqlx::Error> {
+    let mut items: Vec<MerchantProfile> = sqlx::query_as(&format!(
+        "select {PROFILE_COLUMNS} from merchants
+         where ($1::text is null or kyc_status = $1) and ($2::text is null or id < $2)
+         order by id desc limit $3"
+    ))
+    .bind(kyc_status.map(KycStatus::as_str))
+    .bind(starting_after)
+    .bind(limit + 1)
+    .fetch_all(control)
+    .await?;
+    let limit = usize::try_from(limit).unwrap_or(0);
+    let has_more = items.len() > limit;
+    items.truncate(limit);
+    Ok((items, has_more))
+}
+
+/// Changes a merchant's legal name and/or country. The shard and home
+/// region are not updatable: every ID the merchant has encodes them, so
+/// moving a merchant is a data migration, not an update.
+pub async fn update_profile(
+    control: &PgPool,
+    id: MerchantId,
+    legal_name: Option<&str>,
+    country: Option<&str>,
+) -> Result<Option<MerchantProfile>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "update merchants set legal_name = coalesce($2, legal_name),
+             country = coalesce($3, country), updated = $4
+         where id = $1 returning {PROFILE_COLUMNS}"
+    ))
+    .bind(id.to_string())
+    .bind(legal_name)
+    .bind(country)
+    .bind(unix_now())
+    .fetch_optional(control)
+    .await
+}
+
+/// Why a KYC decision was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum KycError {
+    #[error("no such merchant")]
+    NotFound,
+    #[error("a merchant in KYC status {from} cannot move to {to}")]
+    Transition { from: String, to: &'static str },
+    #[error("a rejection needs a reason")]
+    ReasonRequired,
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+}
+
+/// The KYC workflow: pending → verified or rejected; a rejected merchant
+/// may be reopened (→ pending, new documents) and a verified one rejected
+/// (verification withdrawn). Rejections need a reason. Every decision is
+/// kept in `kyc_reviews` with its reviewer.
+pub fn kyc_transition_allowed(from: KycStatus, to: KycStatus) -> bool {
+    matches!(
+        (from, to),
+        (KycStatus::Pending, KycStatus::Verified)
+            | (KycStatus::Pending, KycStatus::Rejected)
+            | (KycStatus::Rejected, KycStatus::Pending)
+            | (KycStatus::Verified, KycStatus::Rejected)
+    )
+}
+
+pub async fn review_kyc(
+    control: &PgPool,
+    id: MerchantId,
+    to: KycStatus,
+    reviewer: &str,
+    reason: Option<&str>,
+) -> Result<MerchantProfile, KycError> {
+    if to == KycStatus::Rejected && reason.is_none_or(|r| r.trim().is_empty()) {
+        return Err(KycError::ReasonRequired);
+    }
+    let mut tx = control.begin().await?;
+    let current: Option<(String,)> =
+        sqlx::query_as("select kyc_status from merchants where id = $1 for update")
+            .bind(id.to_string())
+            .fetch_optional(&mut *tx)
+            .await?;
+    let (from_text,) = current.ok_or(KycError::NotFound)?;
+    let from = KycStatus::parse(&from_text).unwrap_or(KycStatus::Pending);
+    if !kyc_transition_allowed(from, to) {
+        return Err(KycError::Transition {
+            from: from_text,
+            to: to.as_str(),
+        });
+    }
+    let now = unix_now();
+    sqlx::query(
+        "insert into kyc_reviews (merchant_id, from_status, to_status, reviewer, reason, at)
+         values ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(id.to_string())
+    .bind(from.as_str())
+    .bind(to.as_str())
+    .bind(reviewer)
+    .bind(reason)
+    .bind(now)
+    .execute(&mut *tx)
+    .await?;
+    let profile: MerchantProfile = sqlx::query_as(&format!(
+        "update merchants set kyc_status = $2, kyc_reviewed_by = $3, kyc_reason = $4,
+             kyc_reviewed_at = $5, updated = $5
+         where id = $1 returning {PROFILE_COLUMNS}"
+    ))
+    .bind(id.to_string())
+    .bind(to.as_str())
+    .bind(reviewer)
+    .bind(reason)
+    .bind(now)
+    .fetch_one(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(profile)
+}
+
+/// An API key as listed: never the key, only its last four characters.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ApiKeyInfo {
+    pub id: String,
+    pub merchant_id: String,
+    pub kind: String,
+    pub livemode: bool,
+    /// e.g. `sk_live_…3f9a`.
+    pub masked: String,
+    pub created: i64,
+    pub revoked_at: Option<i64>,
+}
+
+type KeyInfoRow = (String, String, String, bool, String, i64, Option<i64>);
+
+fn key_info(
+    (id, merchant_id, kind, livemode, last4, created, revoked_at): KeyInfoRow,
+) -> ApiKeyInfo {
+    let prefix = match kind.as_str() {
+        "publishable" => KeyKind::Publishable,
+        _ => KeyKind::Secret,
+    }
+    .prefix(livemode);
+    ApiKeyInfo {
+        id,
+        merchant_id,
+        kind,
+        livemode,
+        masked: format!("{prefix}…{last4}"),
+        created,
+        revoked_at,
+    }
+}
+
+const KEY_INFO_COLUMNS: &str = "id, merchant_id, kind, livemode, last4, created, revoked_at";
+
+pub async fn list_api_keys(
+    control: &PgPool,
+    merchant: MerchantId,
+) -> Result<Vec<ApiKeyInfo>, sqlx::Error> {
+    let rows: Vec<KeyInfoRow> = sqlx::query_as(&format!(
+        "select {KEY_INFO_COLUMNS} from api_keys where merchant_id = $1 order by created desc, id"
+    ))
+    .bind(merchant.to_string())
+    .fetch_all(control)
+    .await?;
+    Ok(rows.into_iter().map(key_info).collect())
+}
+
+pub async fn find_api_key(
+    control: &PgPool,
+    key_id: &str,
+) -> Result<Option<ApiKeyInfo>, sqlx::Error> {
+    let row: Option<KeyInfoRow> = sqlx::query_as(&format!(
+        "select {KEY_INFO_COLUMNS} from api_keys where id = $1"
+    ))
+    .bind(key_id)
+    .fetch_optional(control)
+    .await?;
+    Ok(row.map(key_info))
+}
+
+/// Why a key could not be rolled.
+#[derive(Debug, thiserror::Error)]
+pub enum RollError {
+    #[error("no such key")]
+    NotFound,
+    #[error("the key is already revoked")]
+    Revoked,
+    #[error(transparent)]
+    Other(#[from] anyhow::Error),
+}
+
+/// Replaces a key: a new key of the same kind and mode, and the old one
+/// revoked, in one transaction (never both valid, never neither).
+pub async fn roll_api_key(
+    control: &PgPool,
+    hasher: &KeyHasher,
+    region: RegionNumber,
+    key_id: &str,
+) -> Result<(ApiKeyInfo, CreatedKey), RollError> {
+    let mut tx = control.begin().await.map_err(anyhow::Error::from)?;
+    let row: Option<KeyInfoRow> = sqlx::query_as(&format!(
+        "select {KEY_INFO_COLUMNS} from api_keys where id = $1 for update"
+    ))
+    .bind(key_id)
+    .fetch_optional(&mut *tx)
+    .await
+    .map_err(anyhow::Error::from)?;
+    let old = key_info(row.ok_or(RollError::NotFound)?);
+    if old.revoked_at.is_some() {
+        return Err(RollError::Revoked);
+    }
+    let merchant = MerchantId::parse(&old.merchant_id).map_err(anyhow::Error::from)?;
+    let kind = if old.kind == "publishable" {
+        KeyKind::Publishable
+    } else {
+        KeyKind::Secret
+    };
+    let created = create_api_key(&mut *tx, hasher, region, merchant, kind, old.livemode).await?;
+    sqlx::query("update api_keys set revoked_at = $2 where id = $1")
+        .bind(key_id)
+        .bind(unix_now())
+        .execute(&mut *tx)
+        .await
+        .map_err(anyhow::Error::from)?;
+    tx.commit().await.map_err(anyhow::Error::from)?;
+    Ok((old, created))
 }
 
 #[cfg(test)]

@@ -6,8 +6,14 @@
 //! - [`Command`] and [`run`]: the commands. `main.rs` parses arguments and
 //!   calls `run`; tests call `run` directly.
 //!
+//! - `token.rs`: the local staff-token signing key and tokens for the
+//!   Internal API; `audit.rs`: verifying the audit trail's chain.
+//!
 //! Commands print what they did on stdout as JSON (so scripts can read the
 //! created merchant's keys) and fail with a message on stderr.
+
+mod audit;
+mod token;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -18,8 +24,11 @@ use serde::Deserialize;
 use snakepay_config::sections::{ApiKeysConfig, DatabaseConfig, RegionConfig, VaultConfig};
 use snakepay_config::{ConfigError, Validate};
 use snakepay_domain::ids::RegionNumber;
+use snakepay_internal_api::config::InternalApiSection;
 use snakepay_store::Store;
 use snakepay_store::merchants::{self, KeyHasher, KeyKind, KycStatus, NewMerchant};
+
+pub use token::TokenCommand;
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct AdminConfig {
@@ -27,6 +36,9 @@ pub struct AdminConfig {
     pub database: DatabaseConfig,
     pub api_keys: ApiKeysConfig,
     pub vault: VaultConfig,
+    /// For `token …`: where the local signing key and JWKS are.
+    #[serde(default)]
+    pub internal_api: Option<InternalApiSection>,
 }
 
 impl Validate for AdminConfig {
@@ -34,7 +46,11 @@ impl Validate for AdminConfig {
         self.region.validate("region")?;
         self.database.validate("database")?;
         self.api_keys.validate("api_keys")?;
-        self.vault.validate("vault")
+        self.vault.validate("vault")?;
+        if let Some(section) = &self.internal_api {
+            section.validate("internal_api")?;
+        }
+        Ok(())
     }
 }
 
@@ -58,6 +74,19 @@ pub enum Command {
     /// The card vault's key ring.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Staff tokens for the Internal API (local signing key).
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// The audit trail.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Recompute the hash chain; exits non-zero naming the first altered
+    /// or missing row.
+    Verify,
 }
 
 #[derive(Debug, Subcommand)]
@@ -177,6 +206,13 @@ pub async fn run(
             }
             writeln!(out, "{shown}")?;
             store.close().await;
+        }
+        Command::Token(command) => token::run(config.internal_api.as_ref(), command, out)?,
+        Command::Audit(AuditCommand::Verify) => {
+            let store = Store::connect_lazy(&config.database)?;
+            let result = audit::verify(&store, out).await;
+            store.close().await;
+            result?;
         }
         Command::Keys(KeysCommand::Init { path }) => {
             let path = path.unwrap_or_else(|| config.vault.key_ring_path.clone());

@@ -138,3 +138,135 @@ async fn keys_init_creates_a_loadable_key_ring_once() {
     let provider = snakepay_vault::FileKeyProvider::new(&path);
     snakepay_vault::Vault::load(&provider).unwrap();
 }
+
+/// The config with an `[internal_api]` section whose key files are in `dir`.
+fn config_with_tokens(db: &testing::TestDatabases, dir: &std::path::Path) -> AdminConfig {
+    let shards: Vec<String> = db.shard_urls().iter().map(|u| format!("\"{u}\"")).collect();
+    let toml = format!(
+        r#"
+        [region]
+        code = "local"
+        number = 1
+        public_api_url = "http://127.0.0.1:8081"
+        [database]
+        control_url = "{}"
+        shard_urls = [{}]
+        [api_keys]
+        hash_secret_base64 = "c25ha2VwYXktbG9jYWwtZGV2ZWxvcG1lbnQtb25seS1rZXktaGFzaC1zZWNyZXQ="
+        [vault]
+        key_ring_path = "{}"
+        [internal_api]
+        listen_addr = "127.0.0.1:0"
+        jwks = "{}"
+        token_signing_key_path = "{}"
+        "#,
+        db.control_url(),
+        shards.join(", "),
+        dir.join("keyring.json").display(),
+        dir.join("jwks.json").display(),
+        dir.join("signing-key.json").display()
+    );
+    snakepay_config::from_toml_str(&toml).unwrap()
+}
+
+#[tokio::test]
+async fn token_issue_signs_a_token_the_internal_api_verifies() {
+    use snakepay_admin::TokenCommand;
+    use snakepay_internal_api::tokens::{Role, Verifier};
+    let db = testing::fresh(1).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_with_tokens(&db, dir.path());
+    let init = run_to_json(&config, Command::Token(TokenCommand::Init)).await;
+    assert_eq!(init["created"], true);
+    let issued = run_to_json(
+        &config,
+        Command::Token(TokenCommand::Issue {
+            role: "operator".into(),
+            subject: "alice".into(),
+            mfa: true,
+            ttl: "1h".into(),
+        }),
+    )
+    .await;
+    let section = config.internal_api.as_ref().unwrap();
+    let verifier = Verifier::new(
+        section.jwks_source(),
+        &section.token_issuer,
+        &section.token_audience,
+    )
+    .unwrap();
+    verifier.load().await.unwrap();
+    let staff = verifier
+        .verify(issued["token"].as_str().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(
+        (staff.subject.as_str(), staff.role, staff.mfa),
+        ("alice", Role::Operator, true)
+    );
+    // The key is kept: a second init creates nothing, tokens still verify.
+    let again = run_to_json(&config, Command::Token(TokenCommand::Init)).await;
+    assert_eq!(again["created"], false);
+    assert_eq!(again["kid"], init["kid"]);
+    let mut out = Vec::new();
+    let refused = run(
+        &config,
+        Command::Token(TokenCommand::Issue {
+            role: "root".into(),
+            subject: "alice".into(),
+            mfa: false,
+            ttl: "1h".into(),
+        }),
+        &mut out,
+    )
+    .await;
+    assert!(refused.is_err());
+}
+
+#[tokio::test]
+async fn audit_verify_passes_an_intact_trail_and_fails_a_tampered_one() {
+    use snakepay_admin::AuditCommand;
+    use snakepay_store::audit::{self, Actor, NewEntry};
+    let db = testing::fresh(1).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(&db, &dir.path().join("keyring.json"));
+    let control = db.store.control();
+    for action in ["a", "b", "c"] {
+        audit::append(
+            control,
+            &NewEntry {
+                actor: &Actor {
+                    subject: "alice".into(),
+                    role: "admin".into(),
+                },
+                action,
+                resource: None,
+                outcome: "allowed",
+                origin: None,
+                details: &serde_json::json!({}),
+            },
+        )
+        .await
+        .unwrap();
+    }
+    let verified = run_to_json(&config, Command::Audit(AuditCommand::Verify)).await;
+    assert_eq!(verified["intact"], true);
+    assert_eq!(verified["verified_rows"], 3);
+
+    let mut tx = control.begin().await.unwrap();
+    for sql in [
+        "alter table audit_log disable trigger audit_log_append_only",
+        "update audit_log set action = 'z' where id = 2",
+        "alter table audit_log enable trigger audit_log_append_only",
+    ] {
+        sqlx::query(sql).execute(&mut *tx).await.unwrap();
+    }
+    tx.commit().await.unwrap();
+    let mut out = Vec::new();
+    let error = run(&config, Command::Audit(AuditCommand::Verify), &mut out)
+        .await
+        .unwrap_err();
+    assert!(format!("{error}").contains("Altered { id: 2 }"), "{error}");
+    let printed: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(printed["first_break"]["kind"], "altered");
+}
