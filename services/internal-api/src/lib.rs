@@ -97,26 +97,39 @@ async fn app(config: &InternalApiConfig) -> anyhow::Result<axum::Router> {
             }
         }
     })];
-    let routes = routes::router(state.clone()).merge(health_routes(checks));
+    store.export_pool_metrics();
+    let routes = snakepay_http::admin::mark_routes(
+        routes::router(state.clone()).merge(health_routes(checks)),
+    );
     let limits = EdgeLimits {
         body_limit_bytes: section.http.body_limit_bytes,
         request_timeout: Duration::from_millis(section.http.request_timeout_ms),
         path_prefix: None,
     };
-    Ok(stripe_edge(routes, limits))
+    Ok(snakepay_http::admin::record_requests(stripe_edge(
+        routes, limits,
+    )))
 }
 
 /// Serves in the background; for tests and embedding.
 pub async fn start(config: &InternalApiConfig) -> anyhow::Result<ServerHandle> {
     let app = app(config).await?;
     let grace = Duration::from_millis(config.internal_api.http.shutdown_grace_ms);
-    Ok(snakepay_http::spawn(config.internal_api.http.listen_addr, app, grace).await?)
+    let admin = snakepay_http::admin::spawn_admin(config.internal_api.http.metrics_addr).await?;
+    Ok(
+        snakepay_http::spawn(config.internal_api.http.listen_addr, app, grace)
+            .await?
+            .with_admin(admin),
+    )
 }
 
 /// Serves until SIGTERM or SIGINT, then drains in-flight requests.
 pub async fn run(config: InternalApiConfig) -> anyhow::Result<()> {
     snakepay_telemetry::init_logging(&config.telemetry);
     let app = app(&config).await?;
+    let _admin = snakepay_http::admin::spawn_admin(config.internal_api.http.metrics_addr)
+        .await
+        .context("binding the metrics address")?;
     let addr = config.internal_api.http.listen_addr;
     let listener = tokio::net::TcpListener::bind(addr)
         .await
