@@ -7,6 +7,7 @@
     clippy::indexing_slicing
 )]
 
+mod checkout_cors;
 mod customers_events;
 mod errors;
 mod hardening;
