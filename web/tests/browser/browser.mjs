@@ -5,6 +5,7 @@
 // Run by services/web's test `the_checkout_works_in_a_real_browser`, which
 // starts the platform and sets:
 //   SNAKEPAY_WEB_URL        the web service (demo shop and checkout)
+//   SNAKEPAY_API_URL        the External API the pages call
 //   SNAKEPAY_CHROMIUM       the browser binary (default /usr/bin/chromium)
 //   SNAKEPAY_ARTIFACTS_DIR  where screenshots go (default web/test-results)
 
@@ -15,6 +16,7 @@ import { after, before } from "node:test";
 import { chromium } from "playwright-core";
 
 export const WEB = process.env.SNAKEPAY_WEB_URL ?? "";
+const API = process.env.SNAKEPAY_API_URL ?? "";
 const ARTIFACTS = process.env.SNAKEPAY_ARTIFACTS_DIR ?? "test-results";
 /** Long enough for a payment through the whole pipeline on a slow machine. */
 export const OUTCOME_TIMEOUT_MS = 30_000;
@@ -29,7 +31,7 @@ export const CARDS = {
 let browser;
 
 before(async () => {
-  assert.ok(WEB, "SNAKEPAY_WEB_URL is not set: run these through services/web's tests");
+  assert.ok(WEB && API, "SNAKEPAY_WEB_URL or SNAKEPAY_API_URL is not set: run these through services/web's tests");
   mkdirSync(ARTIFACTS, { recursive: true });
   browser = await chromium.launch({
     executablePath: process.env.SNAKEPAY_CHROMIUM ?? "/usr/bin/chromium",
@@ -66,6 +68,14 @@ export async function newPage(name) {
   page.setDefaultTimeout(OUTCOME_TIMEOUT_MS);
   const problems = [];
   page.on("pageerror", (error) => problems.push(`page error: ${error.message}`));
+  // The pages load nothing from other hosts and call only the API; the one
+  // other place a customer goes is the bank's 3-D Secure page (a navigation).
+  page.on("request", (request) => {
+    const origin = new URL(request.url()).origin;
+    if (origin !== new URL(WEB).origin && origin !== new URL(API).origin && request.resourceType() !== "document") {
+      problems.push(`request to another host: ${request.url()}`);
+    }
+  });
   page.on("console", (message) => {
     if (message.type() === "error" && /Content Security Policy|Refused to/i.test(message.text())) {
       problems.push(`console: ${message.text()}`);

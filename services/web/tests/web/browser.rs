@@ -78,9 +78,10 @@ async fn the_checkout_works_in_a_real_browser() {
     run(
         &web,
         "node",
-        &["--test", "--test-concurrency=1", "tests/browser/"],
+        &["--test", "tests/browser/"],
         &[
             ("SNAKEPAY_WEB_URL", stack.web.url()),
+            ("SNAKEPAY_API_URL", stack.api.url()),
             ("SNAKEPAY_CHROMIUM", chromium),
             (
                 "SNAKEPAY_ARTIFACTS_DIR",

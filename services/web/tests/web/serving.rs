@@ -181,3 +181,29 @@ async fn the_service_refuses_to_start_without_a_build() {
         .unwrap_err();
     assert!(format!("{error:#}").contains("npm run build"), "{error:#}");
 }
+
+#[test]
+fn the_local_configuration_lets_the_checkout_call_the_api() {
+    let file = crate::support::repo_root().join("config/local.toml");
+    let web: snakepay_web::WebConfig =
+        snakepay_config::load_from(Some(&file), figment_free_overrides()).unwrap();
+    let api: snakepay_external_api::ExternalApiConfig =
+        snakepay_config::load_from(Some(&file), figment_free_overrides()).unwrap();
+    let origin = format!("http://{}", web.web.http.listen_addr);
+    assert!(
+        api.external_api.checkout_origins.contains(&origin),
+        "{origin} is not among {:?}",
+        api.external_api.checkout_origins
+    );
+    assert_eq!(web.region.public_api_url.as_str(), "http://127.0.0.1:8081/");
+    assert_eq!(
+        api.external_api.http.listen_addr.to_string(),
+        "127.0.0.1:8081"
+    );
+    assert!(web.web.demo.is_some());
+}
+
+/// No overrides: the file as it is, whatever the environment says.
+fn figment_free_overrides() -> impl figment::Provider {
+    figment::providers::Serialized::defaults(serde_json::json!({}))
+}
