@@ -220,12 +220,13 @@ function finish(title: string, text: string, succeeded = true): void {
 }
 
 /** An end that is not the payment's: a broken link, or no answer. */
-function problem(title: string, text: string, retry?: () => void): void {
+function problem(title: string, text: string, retry?: () => void, retryLabel = "Try again"): void {
   resultTitle.textContent = title;
   resultText.textContent = text;
   view.result.classList.remove("success");
   resultAction.hidden = true;
   resultRetry.hidden = !retry;
+  resultRetry.textContent = retryLabel;
   retryAction = retry ?? null;
   show("result");
   resultTitle.focus();
@@ -451,9 +452,16 @@ function askForAuthentication(from: PaymentIntent, waitedAlready = false): void 
     return;
   }
   sessionStorage.setItem(SESSION_PREFIX + intentId, JSON.stringify(params));
-  if (waitedAlready) {
-    // Back without an answer (the customer left the bank's page early).
-    problem("Confirm with your bank", "Your bank has not confirmed this payment yet.", () => location.assign(url));
+  if (waitedAlready || view.form.hidden) {
+    // Not straight after this page's confirmation: back without an answer
+    // (the customer left the bank's page early, or opened the link again).
+    // Going to the bank unasked would trap the Back button in a loop.
+    problem(
+      "Confirm with your bank",
+      "Your bank needs you to confirm this payment before it can go through.",
+      () => location.assign(url),
+      "Continue to your bank",
+    );
     return;
   }
   workingText.textContent = "Redirecting to your bank to confirm the payment…";
@@ -504,6 +512,11 @@ async function start(): Promise<void> {
     return;
   }
   api = new CheckoutApi(baseUrl, link.key);
+  // Back from the bank's page, a browser may show this page as it was
+  // left ("Redirecting…"): ask again what the payment's state is.
+  window.addEventListener("pageshow", (event) => {
+    if (event.persisted) void load();
+  });
   await load();
 }
 

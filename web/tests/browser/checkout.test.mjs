@@ -49,6 +49,10 @@ test("3-D Secure: the bank's challenge, then back to success", async () => {
   assert.ok(!page.url().startsWith(WEB), "the challenge is the bank's (the simulator's) page");
   assert.ok(!page.url().includes("secret"), "the client secret never travels to the bank");
   await screenshot("challenge");
+  // Back to the checkout without answering: it offers the bank again
+  // rather than sending the customer there unasked.
+  await page.goBack();
+  await page.getByRole("button", { name: "Continue to your bank" }).click();
   await page.getByRole("button", { name: "Complete authentication" }).click();
   await page.waitForURL((url) => url.href.startsWith(`${WEB}/checkout/`));
   await waitForSuccess(page);

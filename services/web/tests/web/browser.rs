@@ -108,4 +108,5 @@ async fn the_checkout_works_in_a_real_browser() {
             .all(|s| matches!(*s, "succeeded" | "requires_payment_method")),
         "{statuses:?}"
     );
+    stack.stop().await;
 }

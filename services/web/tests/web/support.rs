@@ -243,8 +243,8 @@ pub const SLOW_APPROVAL_MS: u64 = 4_000;
 pub struct Stack {
     pub api: Api,
     pub web: ServerHandle,
+    integration: RunningIntegration,
     _sim: RunningSim,
-    _integration: RunningIntegration,
     _dir: tempfile::TempDir,
 }
 
@@ -329,9 +329,15 @@ impl Stack {
         Stack {
             api,
             web,
+            integration,
             _sim: sim,
-            _integration: integration,
             _dir: dir,
         }
+    }
+
+    /// Stops the integration service's background work before the
+    /// databases it polls are dropped.
+    pub async fn stop(self) {
+        self.integration.shutdown().await.unwrap();
     }
 }
