@@ -112,22 +112,33 @@ async fn the_shop_takes_orders_only_from_its_own_pages_and_for_its_products() {
     assert_eq!(amounts, vec![serde_json::json!(2400)]);
 }
 
-#[tokio::test]
-async fn the_demo_takes_test_keys_only() {
+/// The web service with a demo shop whose key file holds `keys`, in front
+/// of `api_url`, and the assets it serves.
+async fn shop_with_keys(
+    keys: &str,
+    api_url: &str,
+) -> anyhow::Result<(snakepay_http::ServerHandle, tempfile::TempDir)> {
     let assets = fixture_assets();
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("merchant.json");
-    std::fs::write(
-        &file,
-        r#"{"secret_key": "sk_live_abc", "publishable_key": "pk_live_abc"}"#,
-    )
-    .unwrap();
-    let error = snakepay_web::start(&web_config(
+    std::fs::write(&file, keys).unwrap();
+    // The key file is read at start; it may go afterwards.
+    let web = snakepay_web::start(&web_config(
         0,
-        "http://127.0.0.1:9",
+        api_url,
         assets.path(),
         &format!("[web.demo]\nmerchant_file = \"{}\"", file.display()),
     ))
+    .await?;
+    Ok((web, assets))
+}
+
+#[tokio::test]
+async fn the_demo_takes_test_keys_only() {
+    let error = shop_with_keys(
+        r#"{"secret_key": "sk_live_abc", "publishable_key": "pk_live_abc"}"#,
+        "http://127.0.0.1:9",
+    )
     .await
     .unwrap_err();
     assert!(
@@ -138,21 +149,11 @@ async fn the_demo_takes_test_keys_only() {
 
 #[tokio::test]
 async fn a_shop_whose_api_is_down_says_so_and_is_degraded() {
-    let assets = fixture_assets();
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("merchant.json");
-    std::fs::write(
-        &file,
-        r#"{"secret_key": "sk_test_abc", "publishable_key": "pk_test_abc"}"#,
-    )
-    .unwrap();
     let dead_api = format!("http://127.0.0.1:{}", free_port());
-    let web = snakepay_web::start(&web_config(
-        0,
+    let (web, _assets) = shop_with_keys(
+        r#"{"secret_key": "sk_test_abc", "publishable_key": "pk_test_abc"}"#,
         &dead_api,
-        assets.path(),
-        &format!("[web.demo]\nmerchant_file = \"{}\"", file.display()),
-    ))
+    )
     .await
     .unwrap();
     let response = client()
