@@ -10,6 +10,7 @@
 # override any value with SNAKEPAY_<SECTION>__<KEY>.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
+source "$(dirname "${BASH_SOURCE[0]}")/lib/web.sh"
 cd "$REPO_ROOT"
 
 export SNAKEPAY_CONFIG="${SNAKEPAY_CONFIG:-$REPO_ROOT/config/local.toml}"
@@ -68,6 +69,12 @@ listen_url() {
 
 say "building (cargo, profile $PROFILE)"
 cargo build --locked --profile "$PROFILE" --workspace --bins
+ok "built"
+
+say "building the web front (web/ → web/dist)"
+ensure_node
+web_deps
+web_build >/dev/null || die "the web front's build failed; run \`node web/build.mjs\` to see why"
 ok "built"
 
 say "configuration $SNAKEPAY_CONFIG"
@@ -142,6 +149,11 @@ for service in "${present[@]}"; do
 done
 
 start_prometheus
+
+if [ -x "$BIN_DIR/snakepay-web" ]; then
+  say "demo shop: $(listen_url web)/demo/"
+  note "pay with 4242 4242 4242 4242, any future expiry date, any CVC (more test cards on the page)"
+fi
 
 say "running; press Ctrl-C to stop"
 # Returns when any service exits, so a crash is noticed rather than hidden.

@@ -8,6 +8,7 @@
 # Needs ../shared/advisory-db (or SNAKEPAY_ADVISORY_DB) for cargo-deny.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
+source "$(dirname "${BASH_SOURCE[0]}")/lib/web.sh"
 cd "$REPO_ROOT"
 
 # Pinned tool versions: deny.sh depends on cargo-deny's database layout.
@@ -53,11 +54,21 @@ say "tools"
 ensure_cargo_tool cargo-nextest cargo-nextest "$NEXTEST_VERSION"
 ensure_cargo_tool cargo-deny cargo-deny "$CARGO_DENY_VERSION"
 ok "cargo-nextest $NEXTEST_VERSION, cargo-deny $CARGO_DENY_VERSION"
+ensure_node
+ensure_chromium
+web_deps
+# The browser tests (services/web) skip only where there is no browser;
+# here there is one, so they must run.
+export SNAKEPAY_REQUIRE_BROWSER=1 SNAKEPAY_CHROMIUM="$CHROMIUM"
+ok "node $(node --version), $("$CHROMIUM" --version 2>/dev/null | head -n 1)"
 
 step "format (cargo fmt --check)" cargo fmt --all --check
 step "lint (cargo clippy -D warnings)" \
   cargo clippy --locked --workspace --all-targets --all-features -- -D warnings
 step "dependencies (cargo deny, offline)" "$REPO_ROOT/scripts/lib/deny.sh"
+# Type-checks and builds the checkout, then its unit tests (card checks,
+# amounts, the build's promises); the browser tests run with the others.
+step "web front (tsc, build, unit tests)" bash -c 'cd web && npm test --silent'
 if [ -f deploy/aws/check.sh ]; then
   step "infrastructure (deploy/aws/check.sh)" bash deploy/aws/check.sh
 fi

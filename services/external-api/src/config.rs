@@ -70,6 +70,12 @@ pub struct ExternalApiSection {
     /// `[broker]`), for the recorder to write to the merchant's shard.
     #[serde(default = "default_request_log")]
     pub request_log: bool,
+    /// The origins of the hosted checkout (`https://checkout.example.com`),
+    /// the only pages a browser may call the API from, and only for what a
+    /// publishable key can do: retrieve and confirm an intent with its
+    /// client secret. Empty (the default) allows no cross-origin calls.
+    #[serde(default)]
+    pub checkout_origins: Vec<String>,
 }
 
 fn default_request_log() -> bool {
@@ -141,6 +147,16 @@ impl Validate for ExternalApiConfig {
                 ),
             ));
         }
+        for (index, origin) in self.external_api.checkout_origins.iter().enumerate() {
+            if !is_origin(origin) {
+                return Err(ConfigError::invalid(
+                    format!("{}[{index}]", key("external_api", "checkout_origins")),
+                    format!(
+                        "must be an origin such as `https://checkout.example.com` (scheme, host, optional port; no path), got {origin:?}"
+                    ),
+                ));
+            }
+        }
         for (index, entry) in self.external_api.other_regions.iter().enumerate() {
             if entry.number == self.region.number {
                 return Err(ConfigError::invalid(
@@ -150,5 +166,30 @@ impl Validate for ExternalApiConfig {
             }
         }
         Ok(())
+    }
+}
+
+/// Whether `text` is a serialized web origin as browsers send it in
+/// `Origin`: `http(s)://host[:port]`, nothing after, so that comparing it
+/// with the header byte for byte is the right test.
+fn is_origin(text: &str) -> bool {
+    url::Url::parse(text).is_ok_and(|url| {
+        matches!(url.scheme(), "http" | "https")
+            && url.host_str().is_some()
+            && url.origin().ascii_serialization() == text
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn checkout_origins_are_bare_origins() {
+        assert!(super::is_origin("https://checkout.snakepay.test"));
+        assert!(super::is_origin("http://127.0.0.1:8083"));
+        assert!(!super::is_origin("https://checkout.snakepay.test/"));
+        assert!(!super::is_origin("https://checkout.snakepay.test/pay"));
+        assert!(!super::is_origin("HTTPS://Checkout.snakepay.test"));
+        assert!(!super::is_origin("*"));
+        assert!(!super::is_origin("ftp://files.snakepay.test"));
     }
 }

@@ -15,6 +15,8 @@
 //! - `cards.rs`: tokenizing card details into the vault.
 //! - `routes/`: one module per resource; `openapi.rs`: the document,
 //!   generated from the same route registrations.
+//! - `checkout_cors` (below): CORS for the hosted checkout's origins, on the
+//!   two routes a publishable key may use.
 //!
 //! [`run`] serves until SIGTERM/SIGINT; [`start`] serves in the background
 //! on the configured address (port 0 in tests) and returns a handle.
@@ -128,6 +130,12 @@ fn app(config: &ExternalApiConfig) -> anyhow::Result<(axum::Router, AppState)> {
             request_log,
             request_log::middleware,
         ))
+        .route_layer(axum::middleware::from_fn_with_state(
+            Arc::new(checkout_cors::CheckoutCors::new(
+                &config.external_api.checkout_origins,
+            )?),
+            checkout_cors::middleware,
+        ))
         .with_state(state.clone())
         .merge(health_routes(checks));
     let routes = snakepay_http::admin::mark_routes(routes);
@@ -215,4 +223,91 @@ pub async fn run(config: ExternalApiConfig) -> anyhow::Result<()> {
     store.close().await;
     tracing::info!("external api stopped");
     Ok(())
+}
+
+/// CORS for the hosted checkout (web/), which calls the API from the
+/// browser with a publishable key. Only the configured checkout origins are
+/// allowed, and only on the two routes a publishable key can use; every
+/// other route answers cross-origin requests without CORS headers, so
+/// browsers refuse them. CORS grants no authority of its own: the key and
+/// the client secret still decide what a request may do.
+mod checkout_cors {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use axum::extract::{MatchedPath, Request, State};
+    use axum::middleware::Next;
+    use axum::response::Response;
+    use http::{HeaderName, HeaderValue, Method, header};
+    use tower::{Layer, ServiceExt};
+    use tower_http::cors::{AllowOrigin, CorsLayer};
+
+    /// Retrieve an intent (GET) with its client secret.
+    const RETRIEVE_ROUTE: &str = "/v1/payment_intents/{id}";
+    /// Confirm an intent (POST) with its client secret.
+    const CONFIRM_ROUTE: &str = "/v1/payment_intents/{id}/confirm";
+    /// How long a browser may reuse a preflight answer.
+    const PREFLIGHT_MAX_AGE: Duration = Duration::from_secs(600);
+
+    pub struct CheckoutCors {
+        retrieve: Option<CorsLayer>,
+        confirm: Option<CorsLayer>,
+    }
+
+    impl CheckoutCors {
+        pub fn new(origins: &[String]) -> anyhow::Result<CheckoutCors> {
+            if origins.is_empty() {
+                return Ok(CheckoutCors {
+                    retrieve: None,
+                    confirm: None,
+                });
+            }
+            let origins = origins
+                .iter()
+                .map(|origin| HeaderValue::from_str(origin))
+                .collect::<Result<Vec<_>, _>>()?;
+            let layer = |method: Method| {
+                CorsLayer::new()
+                    .allow_origin(AllowOrigin::list(origins.clone()))
+                    .allow_methods([method])
+                    .allow_headers([
+                        header::AUTHORIZATION,
+                        header::CONTENT_TYPE,
+                        HeaderName::from_static("idempotency-key"),
+                        HeaderName::from_static("stripe-version"),
+                    ])
+                    .expose_headers([HeaderName::from_static(
+                        snakepay_http::layers::REQUEST_ID_HEADER,
+                    )])
+                    .max_age(PREFLIGHT_MAX_AGE)
+            };
+            Ok(CheckoutCors {
+                retrieve: Some(layer(Method::GET)),
+                confirm: Some(layer(Method::POST)),
+            })
+        }
+    }
+
+    pub async fn middleware(
+        State(cors): State<Arc<CheckoutCors>>,
+        request: Request,
+        next: Next,
+    ) -> Response {
+        let layer = match request
+            .extensions()
+            .get::<MatchedPath>()
+            .map(MatchedPath::as_str)
+        {
+            Some(RETRIEVE_ROUTE) => cors.retrieve.as_ref(),
+            Some(CONFIRM_ROUTE) => cors.confirm.as_ref(),
+            _ => None,
+        };
+        match layer {
+            Some(layer) => match layer.layer(next).oneshot(request).await {
+                Ok(response) => response,
+                Err(never) => match never {},
+            },
+            None => next.run(request).await,
+        }
+    }
 }

@@ -8,6 +8,7 @@
 )]
 
 mod caches;
+mod checkout_cors;
 mod customers_events;
 mod errors;
 mod hardening;
