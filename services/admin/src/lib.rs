@@ -5,14 +5,16 @@
 //! - [`AdminConfig`]: the sections the commands need.
 //! - [`Command`] and [`run`]: the commands. `main.rs` parses arguments and
 //!   calls `run`; tests call `run` directly.
+//! - `keys.rs`: `keys init | rotate | retire | status`, the vault's key ring
+//!   and online KEK rotation.
 //!
 //! Commands print what they did on stdout as JSON (so scripts can read the
 //! created merchant's keys) and fail with a message on stderr.
 
-use std::io::Write;
-use std::path::PathBuf;
+pub mod keys;
 
-use anyhow::Context;
+use std::io::Write;
+
 use clap::{Parser, Subcommand};
 use serde::Deserialize;
 use snakepay_config::sections::{ApiKeysConfig, DatabaseConfig, RegionConfig, VaultConfig};
@@ -20,6 +22,8 @@ use snakepay_config::{ConfigError, Validate};
 use snakepay_domain::ids::RegionNumber;
 use snakepay_store::Store;
 use snakepay_store::merchants::{self, KeyHasher, KeyKind, KycStatus, NewMerchant};
+
+pub use keys::KeysCommand;
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct AdminConfig {
@@ -73,17 +77,6 @@ pub enum MerchantCommand {
         /// Mark KYC verified (local development only) and issue live keys too.
         #[arg(long)]
         verified: bool,
-    },
-}
-
-#[derive(Debug, Subcommand)]
-pub enum KeysCommand {
-    /// Create a new key ring file (key-encryption key + fingerprint key) at
-    /// the configured path, unless one exists.
-    Init {
-        /// Overrides vault.key_ring_path.
-        #[arg(long)]
-        path: Option<PathBuf>,
     },
 }
 
@@ -178,28 +171,7 @@ pub async fn run(
             writeln!(out, "{shown}")?;
             store.close().await;
         }
-        Command::Keys(KeysCommand::Init { path }) => {
-            let path = path.unwrap_or_else(|| config.vault.key_ring_path.clone());
-            if path.exists() {
-                writeln!(
-                    out,
-                    "{}",
-                    serde_json::json!({ "key_ring": path, "created": false })
-                )?;
-                return Ok(());
-            }
-            if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-                std::fs::create_dir_all(parent)
-                    .with_context(|| format!("creating {}", parent.display()))?;
-            }
-            let ring = snakepay_vault::KeyRing::generate("kek-1")?;
-            snakepay_vault::FileKeyProvider::create(&path, &ring)?;
-            writeln!(
-                out,
-                "{}",
-                serde_json::json!({ "key_ring": path, "created": true })
-            )?;
-        }
+        Command::Keys(command) => keys::run(config, command, out).await?,
     }
     Ok(())
 }
