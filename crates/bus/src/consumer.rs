@@ -19,6 +19,8 @@ use lapin::options::{
 use lapin::types::FieldTable;
 use lapin::{Acker, Connection};
 
+use snakepay_telemetry::metrics::{BROKER, labels};
+
 use crate::envelope::{Envelope, traceparent_header};
 use crate::short;
 
@@ -52,9 +54,13 @@ pub struct Message {
 /// finish, settles them, and returns. A broken connection is an error: the
 /// service restarts the runner, and the unacknowledged deliveries go back
 /// to the queue.
+///
+/// `label` names the queue in metrics (its name without the deployment's
+/// prefix, e.g. `integration.commands`).
 pub async fn run_consumer<H, F, S>(
     connection: &Connection,
     queue: &str,
+    label: &str,
     prefetch: u16,
     handler: H,
     shutdown: S,
@@ -96,6 +102,12 @@ where
                 properties,
                 ..
             } = delivery;
+            if redelivered {
+                BROKER
+                    .redeliveries
+                    .get_or_create(&labels([("queue", label)]))
+                    .inc();
+            }
             let outcome = match Envelope::parse(&data) {
                 Ok(envelope) => {
                     let traceparent =
@@ -125,7 +137,7 @@ where
             biased;
             () = &mut shutdown => break,
             Some((acker, outcome)) = in_flight.next(), if !in_flight.is_empty() => {
-                if let Err(error) = settle(&acker, outcome).await {
+                if let Err(error) = settle(&acker, outcome, label).await {
                     result = Err(error);
                     break;
                 }
@@ -150,7 +162,7 @@ where
         .basic_cancel(tag, BasicCancelOptions::default())
         .await;
     while let Some((acker, outcome)) = in_flight.next().await {
-        if let Err(error) = settle(&acker, outcome).await {
+        if let Err(error) = settle(&acker, outcome, label).await {
             tracing::warn!(broker.queue = queue, error = %format!("{error:#}"), "settling after shutdown failed");
         }
     }
@@ -159,7 +171,16 @@ where
     result
 }
 
-async fn settle(acker: &Acker, outcome: Outcome) -> anyhow::Result<()> {
+async fn settle(acker: &Acker, outcome: Outcome, label: &str) -> anyhow::Result<()> {
+    let result = match outcome {
+        Outcome::Ack => "ack",
+        Outcome::Retry => "retry",
+        Outcome::Reject => "dead_letter",
+    };
+    BROKER
+        .consumed
+        .get_or_create(&labels([("queue", label), ("result", result)]))
+        .inc();
     match outcome {
         Outcome::Ack => acker.ack(BasicAckOptions::default()).await,
         Outcome::Retry => {

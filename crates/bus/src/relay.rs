@@ -31,6 +31,7 @@ use anyhow::Context;
 use futures_util::FutureExt;
 use snakepay_domain::ids::ShardNumber;
 use snakepay_store::Store;
+use snakepay_telemetry::metrics::OUTBOX;
 use sqlx::PgPool;
 
 use crate::envelope::{ENVELOPE_VERSION, Envelope};
@@ -161,6 +162,9 @@ async fn relay_shard(
         .await
         .context("marking outbox rows")?;
     tx.commit().await.context("commit")?;
+    OUTBOX
+        .published
+        .inc_by(u64::try_from(ids.len()).unwrap_or(0));
     tracing::debug!(shard = %shard, outbox.rows = ids.len(), "outbox.relay published");
     Ok(ids.len())
 }

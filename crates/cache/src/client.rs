@@ -17,6 +17,7 @@ use redis::RedisResult;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use snakepay_config::sections::RedisConfig;
 use snakepay_resilience::{Breaker, BreakerState, SystemClock};
+use snakepay_telemetry::metrics::{self, CACHE, CIRCUIT_BREAKERS, labels};
 use tokio::sync::Mutex;
 
 /// Consecutive failures that open the circuit.
@@ -69,7 +70,7 @@ impl Redis {
     /// Parses the URL; connects on first use.
     pub fn new(config: &RedisConfig) -> anyhow::Result<Arc<Redis>> {
         let client = redis::Client::open(config.url.expose().as_str()).context("redis url")?;
-        Ok(Arc::new(Redis {
+        let redis = Arc::new(Redis {
             client,
             connection: Mutex::new(None),
             timeout: Duration::from_millis(config.timeout_ms),
@@ -80,7 +81,18 @@ impl Redis {
             ),
             stats: CacheStats::default(),
             dirty: AtomicBool::new(false),
-        }))
+        });
+        // Registered at start, so dashboards see the families at zero.
+        let _ = (&CACHE.requests, &CACHE.degraded);
+        let weak = Arc::downgrade(&redis);
+        metrics::on_scrape(move || {
+            if let Some(redis) = weak.upgrade() {
+                CIRCUIT_BREAKERS
+                    .get_or_create(&labels([("breaker", "redis")]))
+                    .set(redis.breaker_gauge());
+            }
+        });
+        Ok(redis)
     }
 
     /// `None` when healthy; otherwise why Redis is being bypassed (for
@@ -118,9 +130,10 @@ impl Redis {
         Fut: Future<Output = RedisResult<T>>,
     {
         if !self.breaker.permit() {
-            self.stats.degraded.fetch_add(1, Ordering::Relaxed);
+            self.count_degraded();
             return Err(Unavailable::CircuitOpen);
         }
+        let started = std::time::Instant::now();
         let attempt = async {
             let connection = self.connection().await?;
             call(connection)
@@ -131,11 +144,14 @@ impl Redis {
             Ok(result) => result,
             Err(_) => Err(Unavailable::Timeout),
         };
+        CACHE
+            .redis_duration
+            .observe(metrics::seconds(started.elapsed()));
         match &result {
             Ok(_) => self.breaker.record_success(),
             Err(error) => {
                 self.breaker.record_failure();
-                self.stats.degraded.fetch_add(1, Ordering::Relaxed);
+                self.count_degraded();
                 if matches!(error, Unavailable::Failed(_)) {
                     // Start afresh: the next call connects anew.
                     *self.connection.lock().await = None;
@@ -144,6 +160,23 @@ impl Redis {
             }
         }
         result
+    }
+
+    fn count_degraded(&self) {
+        self.stats.degraded.fetch_add(1, Ordering::Relaxed);
+        CACHE
+            .degraded
+            .get_or_create(&labels([("dependency", "redis")]))
+            .inc();
+    }
+
+    /// 0 closed, 1 half-open, 2 open (`snakepay_circuit_breaker_state`).
+    fn breaker_gauge(&self) -> i64 {
+        match self.breaker.state() {
+            BreakerState::Closed { .. } => 0,
+            BreakerState::HalfOpen { .. } => 1,
+            BreakerState::Open { .. } => 2,
+        }
     }
 
     pub(crate) fn mark_dirty(&self) {

@@ -14,6 +14,11 @@
 //! - **invalidate**, after every committed change, writes a tombstone of the
 //!   new version unless something newer is there.
 //!
+//! A **dependent** entry (a charge, a view of its intent) carries its
+//! parent's ID and the parent's version when it was loaded; it is served
+//! only while the parent's entry (value or tombstone) holds that same
+//! version, so every invalidation of the parent invalidates it too.
+//!
 //! If an invalidation cannot reach Redis, the cached value may be stale once
 //! Redis is back. The client remembers that and, on the first call that
 //! works again, bumps the namespace's generation (part of every key, read in
@@ -25,6 +30,8 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use redis::Script;
+
+use snakepay_telemetry::metrics::{CACHE, labels};
 
 use crate::client::{Redis, Unavailable};
 
@@ -53,20 +60,60 @@ redis.call('SET', key, ARGV[1] .. ':' .. ARGV[4] .. ':' .. ARGV[2], 'PX', ARGV[3
 return 1
 ";
 
+/// A dependent entry (`<version>:v:<parent id>\n<bytes>`), returned only
+/// while the parent's entry has the same version.
+const GET_DEPENDENT: &str = r"
+local generation = redis.call('GET', KEYS[1]) or '0'
+local entry = redis.call('GET', KEYS[2] .. generation .. ':' .. ARGV[1])
+if not entry then return false end
+local sep = string.find(entry, ':', 1, true)
+if not sep or string.sub(entry, sep + 1, sep + 2) ~= 'v:' then return false end
+local version = string.sub(entry, 1, sep - 1)
+local body = string.sub(entry, sep + 3)
+local newline = string.find(body, '\n', 1, true)
+if not newline then return false end
+local parent_generation = redis.call('GET', KEYS[3]) or '0'
+local parent = redis.call('GET', KEYS[4] .. parent_generation .. ':' .. string.sub(body, 1, newline - 1))
+if not parent then return false end
+local parent_sep = string.find(parent, ':', 1, true)
+if not parent_sep or string.sub(parent, 1, parent_sep - 1) ~= version then return false end
+return version .. ':v:' .. string.sub(body, newline + 1)
+";
+
 pub struct VersionedCache {
     redis: Arc<Redis>,
     /// E.g. `pi:` — keys are `<namespace><generation>:<id>`.
     namespace: String,
     ttl: Duration,
+    /// The `cache` label of `snakepay_cache_requests_total`.
+    label: &'static str,
 }
 
 impl VersionedCache {
-    pub fn new(redis: Arc<Redis>, namespace: &str, ttl: Duration) -> VersionedCache {
+    pub fn new(
+        redis: Arc<Redis>,
+        namespace: &str,
+        ttl: Duration,
+        label: &'static str,
+    ) -> VersionedCache {
         VersionedCache {
             redis,
             namespace: namespace.to_owned(),
             ttl,
+            label,
         }
+    }
+
+    /// The cache of one kind of object ([`crate::PAYMENT_INTENTS`], …).
+    pub fn of(redis: Arc<Redis>, kind: &crate::CacheKind) -> VersionedCache {
+        VersionedCache::new(redis, kind.prefix, kind.ttl, kind.label)
+    }
+
+    fn count(&self, result: &str) {
+        CACHE
+            .requests
+            .get_or_create(&labels([("cache", self.label), ("result", result)]))
+            .inc();
     }
 
     fn generation_key(&self) -> String {
@@ -95,31 +142,92 @@ impl VersionedCache {
     /// The cached value and its version, or `None` (miss, or Redis
     /// unavailable: the caller reads PostgreSQL either way).
     pub async fn get(&self, id: &str) -> Option<(i64, Vec<u8>)> {
-        if self.heal().await.is_err() {
+        let (generation, prefix) = (self.generation_key(), self.namespace.clone());
+        let id = id.to_owned();
+        self.lookup(|mut c| async move {
+            Script::new(GET)
+                .key(generation)
+                .key(prefix)
+                .arg(id)
+                .invoke_async(&mut c)
+                .await
+        })
+        .await
+    }
+
+    /// A dependent entry of this cache whose parent lives in `parent` (a
+    /// charge and its intent): a hit only while the parent's entry carries
+    /// the version the dependent was loaded at.
+    pub async fn get_dependent(&self, id: &str, parent: &VersionedCache) -> Option<(i64, Vec<u8>)> {
+        if parent.heal().await.is_err() {
             return None;
         }
         let (generation, prefix) = (self.generation_key(), self.namespace.clone());
+        let (parent_generation, parent_prefix) =
+            (parent.generation_key(), parent.namespace.clone());
         let id = id.to_owned();
-        let entry: Option<Vec<u8>> = self
-            .redis
-            .call(|mut c| async move {
-                Script::new(GET)
-                    .key(generation)
-                    .key(prefix)
-                    .arg(id)
-                    .invoke_async(&mut c)
-                    .await
-            })
-            .await
-            .ok()
-            .flatten();
-        let value = entry.and_then(|bytes| parse(&bytes));
-        let stats = &self.redis.stats;
-        match value {
-            Some(_) => stats.hits.fetch_add(1, Ordering::Relaxed),
-            None => stats.misses.fetch_add(1, Ordering::Relaxed),
-        };
-        value
+        self.lookup(|mut c| async move {
+            Script::new(GET_DEPENDENT)
+                .key(generation)
+                .key(prefix)
+                .key(parent_generation)
+                .key(parent_prefix)
+                .arg(id)
+                .invoke_async(&mut c)
+                .await
+        })
+        .await
+    }
+
+    /// Caches a dependent entry loaded at its parent's version `version`,
+    /// and marks the parent's entry with that version if it has none, so
+    /// the dependent can be validated (a tombstone: the parent's value is
+    /// not cached by this).
+    pub async fn populate_dependent(
+        &self,
+        id: &str,
+        version: i64,
+        parent_id: &str,
+        bytes: &[u8],
+        parent: &VersionedCache,
+    ) {
+        let mut entry = Vec::with_capacity(parent_id.len() + 1 + bytes.len());
+        entry.extend_from_slice(parent_id.as_bytes());
+        entry.push(b'\n');
+        entry.extend_from_slice(bytes);
+        if self.put(id, version, &entry, 'v').await.is_ok() {
+            let _ = parent.put(parent_id, version, b"", 't').await;
+        }
+    }
+
+    /// One read: heals first, counts the hit, miss or error.
+    async fn lookup<F, Fut>(&self, call: F) -> Option<(i64, Vec<u8>)>
+    where
+        F: FnOnce(redis::aio::ConnectionManager) -> Fut,
+        Fut: std::future::Future<Output = redis::RedisResult<Option<Vec<u8>>>>,
+    {
+        if self.heal().await.is_err() {
+            self.count("error");
+            return None;
+        }
+        match self.redis.call(call).await {
+            Ok(entry) => {
+                let value = entry.and_then(|bytes| parse(&bytes));
+                let stats = &self.redis.stats;
+                if value.is_some() {
+                    stats.hits.fetch_add(1, Ordering::Relaxed);
+                    self.count("hit");
+                } else {
+                    stats.misses.fetch_add(1, Ordering::Relaxed);
+                    self.count("miss");
+                }
+                value
+            }
+            Err(_) => {
+                self.count("error");
+                None
+            }
+        }
     }
 
     /// Caches what a reader loaded, unless something newer is cached.
@@ -133,6 +241,14 @@ impl VersionedCache {
         if self.put(id, version, b"", 't').await.is_err() {
             self.redis.mark_dirty();
         }
+    }
+
+    /// For a state that can never become valid again (a revoked key) or
+    /// whose version is unknown: nothing is cached under `id` until the
+    /// entry expires. Unlike [`VersionedCache::invalidate`], a failure is
+    /// returned, for the caller to report.
+    pub async fn forget(&self, id: &str) -> Result<(), Unavailable> {
+        self.put(id, i64::MAX, b"", 't').await
     }
 
     async fn put(

@@ -47,7 +47,12 @@ fn unique(prefix: &str) -> String {
 #[tokio::test]
 async fn a_populate_that_lost_the_race_with_a_write_never_puts_the_older_state_back() {
     let redis = Redis::new(&config(&redis_url(), 200)).unwrap();
-    let cache = VersionedCache::new(redis, &unique("pi"), Duration::from_secs(60));
+    let cache = VersionedCache::new(
+        redis,
+        &unique("pi"),
+        Duration::from_secs(60),
+        "payment_intent",
+    );
     cache.populate("pi_1", 1, b"one").await;
     assert_eq!(cache.get("pi_1").await, Some((1, b"one".to_vec())));
     // A write commits version 2 and invalidates; a reader that loaded
@@ -75,6 +80,7 @@ async fn under_concurrent_writers_and_readers_no_read_is_older_than_a_finished_w
         redis,
         &unique("race"),
         Duration::from_secs(60),
+        "payment_intent",
     ));
     // The "database": the committed version of one row.
     let committed = Arc::new(AtomicI64::new(1));
@@ -212,7 +218,12 @@ async fn when_redis_dies_calls_fail_fast_and_caching_resumes_by_itself_when_it_r
         .port();
     let server = OwnRedis::start(port, tempfile::tempdir().unwrap());
     let redis = Redis::new(&config(&format!("redis://127.0.0.1:{port}/0"), 100)).unwrap();
-    let cache = VersionedCache::new(redis.clone(), "pi:", Duration::from_secs(60));
+    let cache = VersionedCache::new(
+        redis.clone(),
+        "pi:",
+        Duration::from_secs(60),
+        "payment_intent",
+    );
     wait_until(async || {
         cache.populate("pi_1", 1, b"one").await;
         cache.get("pi_1").await.is_some()

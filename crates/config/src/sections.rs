@@ -216,6 +216,10 @@ pub struct HttpConfig {
     /// How long shutdown waits for in-flight requests before closing.
     #[serde(default = "defaults::shutdown_grace_ms")]
     pub shutdown_grace_ms: u64,
+    /// The admin listener for Prometheus (`GET /metrics`), on a port of its
+    /// own that no public load balancer reaches. None: no metrics served.
+    #[serde(default)]
+    pub metrics_addr: Option<SocketAddr>,
 }
 
 impl Validate for HttpConfig {

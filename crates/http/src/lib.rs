@@ -15,12 +15,14 @@
 //! - [`health`]: `/livez` and `/readyz` with concurrent, time-limited checks.
 //! - [`net`]: [`net::is_public_ip`], the one rule for which addresses a
 //!   merchant-given URL may reach (server-side request forgery).
+//! - [`admin`]: the admin port (`/metrics`) and the HTTP request metrics.
 //! - [`server`]: [`serve`] with graceful shutdown, [`shutdown_signal`], and
 //!   [`spawn`] for servers on port 0 (tests, in-process services).
 //!
 //! A service builds `stripe_edge(routes.merge(health_routes(checks)), limits)`
 //! and passes it to `serve`.
 
+pub mod admin;
 pub mod error;
 pub mod extract;
 pub mod health;

@@ -94,6 +94,8 @@ pub struct ServerHandle {
     addr: SocketAddr,
     shutdown: Option<oneshot::Sender<()>>,
     task: JoinHandle<io::Result<()>>,
+    /// The service's admin listener (`/metrics`), stopped with it.
+    admin: Option<Box<ServerHandle>>,
 }
 
 /// Binds `addr` (port 0 picks a free port) and serves `app` in the background.
@@ -114,6 +116,7 @@ pub async fn spawn(
         addr,
         shutdown: Some(tx),
         task,
+        admin: None,
     })
 }
 
@@ -127,10 +130,25 @@ impl ServerHandle {
         format!("http://{}", self.addr)
     }
 
+    /// Attaches the service's admin listener, which then lives and stops
+    /// with this server.
+    pub fn with_admin(mut self, admin: Option<ServerHandle>) -> ServerHandle {
+        self.admin = admin.map(Box::new);
+        self
+    }
+
+    /// The admin listener's address (`/metrics`), if the service has one.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().map(|admin| admin.addr)
+    }
+
     /// Starts the graceful shutdown without waiting for it.
     pub fn begin_shutdown(&mut self) {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
+        }
+        if let Some(admin) = &mut self.admin {
+            admin.begin_shutdown();
         }
     }
 

@@ -32,6 +32,10 @@ pub struct ChargeView {
     pub customer: Option<String>,
     pub description: Option<String>,
     pub metadata: serde_json::Value,
+    /// The intent's version: a charge changes only in the transactions that
+    /// change its intent (the attempt's outcome, a new attempt, a refund),
+    /// so this versions the charge too (its cache entry depends on it).
+    pub intent_version: i64,
 }
 
 pub async fn find(
@@ -45,7 +49,8 @@ pub async fn find(
                 a.failure_code, a.failure_message, a.created, a.payment_method_id,
                 m.brand, m.last4, m.exp_month, m.exp_year, m.fingerprint,
                 i.latest_charge_id is not distinct from a.charge_id as is_latest,
-                i.amount_received, i.amount_refunded, i.customer_id, i.description, i.metadata
+                i.amount_received, i.amount_refunded, i.customer_id, i.description, i.metadata,
+                i.version
          from payment_attempts a
          join payment_intents i on i.id = a.payment_intent_id
          join payment_methods m on m.id = a.payment_method_id
@@ -81,6 +86,7 @@ pub async fn find(
         customer: row.try_get("customer_id")?,
         description: row.try_get("description")?,
         metadata: row.try_get("metadata")?,
+        intent_version: row.try_get("version")?,
     }))
 }
 

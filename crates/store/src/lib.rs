@@ -119,6 +119,41 @@ impl Store {
             .filter_map(|(index, pool)| u8::try_from(index).ok().map(|n| (ShardNumber(n), pool)))
     }
 
+    /// Exports the pools' sizes (`snakepay_db_pool_*`), read at every
+    /// scrape. Pools are cheap handles; the hook holds clones.
+    pub fn export_pool_metrics(&self) {
+        let mut pools = vec![("control".to_owned(), self.control.clone())];
+        pools.extend(
+            self.shards()
+                .map(|(shard, pool)| (format!("shard_{}", shard.0), pool.clone())),
+        );
+        snakepay_telemetry::metrics::on_scrape(move || {
+            let metrics = &*snakepay_telemetry::metrics::DB_POOLS;
+            for (name, pool) in &pools {
+                let label = |key: &'static str, value: &str| {
+                    snakepay_telemetry::metrics::labels([("pool", name.as_str()), (key, value)])
+                };
+                let size = i64::from(pool.size());
+                let idle = i64::try_from(pool.num_idle()).unwrap_or(i64::MAX);
+                metrics
+                    .connections
+                    .get_or_create(&label("state", "idle"))
+                    .set(idle);
+                metrics
+                    .connections
+                    .get_or_create(&label("state", "in_use"))
+                    .set(size.saturating_sub(idle));
+                metrics
+                    .max_connections
+                    .get_or_create(&snakepay_telemetry::metrics::labels([(
+                        "pool",
+                        name.as_str(),
+                    )]))
+                    .set(i64::from(pool.options().get_max_connections()));
+            }
+        });
+    }
+
     /// Checks every database answers; for `/readyz`.
     pub async fn ping(&self) -> anyhow::Result<()> {
         sqlx::query("select 1")

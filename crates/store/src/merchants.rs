@@ -98,6 +98,8 @@ pub struct AuthContext {
     pub livemode: bool,
     pub kind: KeyKind,
     pub key_id: String,
+    /// The merchant's own rate limit for this mode, if it has one.
+    pub rate_limit_per_second: Option<u32>,
 }
 
 impl AuthContext {
@@ -285,8 +287,17 @@ fn parse_key(key: &str) -> Option<(KeyKind, bool, RegionNumber, String)> {
     Some((kind, livemode, RegionNumber(region), key_id))
 }
 
-/// key_hash, merchant_id, livemode, revoked_at, kyc_status.
-type KeyRow = (Vec<u8>, String, bool, Option<i64>, String);
+/// key_hash, merchant_id, livemode, revoked_at, kyc_status, and the
+/// merchant's live and test rate limits.
+type KeyRow = (
+    Vec<u8>,
+    String,
+    bool,
+    Option<i64>,
+    String,
+    Option<i32>,
+    Option<i32>,
+);
 
 /// Checks a presented key. Live keys work only for KYC-verified merchants.
 pub async fn authenticate(
@@ -295,19 +306,60 @@ pub async fn authenticate(
     region: RegionNumber,
     key: &str,
 ) -> Result<AuthContext, AuthError> {
+    authenticate_for_cache(control, hasher, region, key)
+        .await
+        .map(|(context, _)| context)
+}
+
+/// What the API-key cache keeps of a key that authenticated (active, and
+/// for live mode of a verified merchant): enough to check the next
+/// presentation of the same key without the database. It holds the keyed
+/// hash, never the key. Whoever revokes a key or changes a merchant's KYC
+/// status must make the cache forget the merchant's keys
+/// (`snakepay_cache::forget_api_keys`), so the change takes effect at once.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct CachedKey {
+    key_hash: String,
+    merchant_id: String,
+    livemode: bool,
+    rate_limit_per_second: Option<u32>,
+}
+
+/// The ID a key is cached under (its key ID, not the secret part).
+pub fn cache_id(key: &str) -> Option<String> {
+    parse_key(key).map(|(_, _, _, key_id)| key_id)
+}
+
+/// [`authenticate`], also returning what the cache may keep.
+pub async fn authenticate_for_cache(
+    control: &PgPool,
+    hasher: &KeyHasher,
+    region: RegionNumber,
+    key: &str,
+) -> Result<(AuthContext, CachedKey), AuthError> {
     let (kind, livemode, key_region, key_id) = parse_key(key).ok_or(AuthError::Invalid)?;
     if key_region != region {
         return Err(AuthError::OtherRegion(key_region));
     }
     let row: Option<KeyRow> = sqlx::query_as(
-        "select k.key_hash, k.merchant_id, k.livemode, k.revoked_at, m.kyc_status
+        "select k.key_hash, k.merchant_id, k.livemode, k.revoked_at, m.kyc_status,
+                m.rate_limit_live_per_second, m.rate_limit_test_per_second
          from api_keys k join merchants m on m.id = k.merchant_id
          where k.id = $1",
     )
     .bind(&key_id)
     .fetch_optional(control)
     .await?;
-    let Some((stored_hash, merchant_id, stored_livemode, revoked_at, kyc_status)) = row else {
+    let Some((
+        stored_hash,
+        merchant_id,
+        stored_livemode,
+        revoked_at,
+        kyc_status,
+        live_rate,
+        test_rate,
+    )) = row
+    else {
         return Err(AuthError::Invalid);
     };
     let presented = hasher.hash(key);
@@ -322,13 +374,84 @@ pub async fn authenticate(
     if livemode && KycStatus::parse(&kyc_status) != Some(KycStatus::Verified) {
         return Err(AuthError::NotVerified);
     }
+    let rate_limit_per_second =
+        if livemode { live_rate } else { test_rate }.and_then(|rate| u32::try_from(rate).ok());
+    let cached = CachedKey {
+        key_hash: hex::encode(&stored_hash),
+        merchant_id: merchant_id.clone(),
+        livemode,
+        rate_limit_per_second,
+    };
     let merchant_id = MerchantId::parse(&merchant_id).map_err(|_| AuthError::Invalid)?;
-    Ok(AuthContext {
-        merchant_id,
+    Ok((
+        AuthContext {
+            merchant_id,
+            livemode,
+            kind,
+            key_id,
+            rate_limit_per_second,
+        },
+        cached,
+    ))
+}
+
+/// Checks a presented key against its cached entry: the same keyed hash
+/// (compared in constant time), mode and region. `None` sends the caller to
+/// [`authenticate`], which gives the precise refusal.
+pub fn authenticate_cached(
+    hasher: &KeyHasher,
+    region: RegionNumber,
+    key: &str,
+    cached: &CachedKey,
+) -> Option<AuthContext> {
+    let (kind, livemode, key_region, key_id) = parse_key(key)?;
+    let stored = hex::decode(&cached.key_hash).ok()?;
+    let presented = hasher.hash(key);
+    let matches = bool::from(presented.as_slice().ct_eq(stored.as_slice()));
+    if !matches || key_region != region || livemode != cached.livemode {
+        return None;
+    }
+    Some(AuthContext {
+        merchant_id: MerchantId::parse(&cached.merchant_id).ok()?,
         livemode,
         kind,
         key_id,
+        rate_limit_per_second: cached.rate_limit_per_second,
     })
+}
+
+/// Sets a merchant's own rate limits (None: the deployment's default for
+/// the mode). The caller makes the API-key cache forget the merchant's keys
+/// (`key_ids_of`), so the new limits apply on the next request.
+pub async fn set_rate_limits(
+    control: &PgPool,
+    merchant: MerchantId,
+    live_per_second: Option<u32>,
+    test_per_second: Option<u32>,
+) -> Result<bool, sqlx::Error> {
+    let as_column = |rate: Option<u32>| rate.and_then(|r| i32::try_from(r).ok());
+    let result = sqlx::query(
+        "update merchants set rate_limit_live_per_second = $2, rate_limit_test_per_second = $3
+         where id = $1",
+    )
+    .bind(merchant.to_string())
+    .bind(as_column(live_per_second))
+    .bind(as_column(test_per_second))
+    .execute(control)
+    .await?;
+    Ok(result.rows_affected() == 1)
+}
+
+/// Every key of a merchant, revoked or not: what a KYC change must make the
+/// API-key cache forget.
+pub async fn key_ids_of(
+    control: &PgPool,
+    merchant: MerchantId,
+) -> Result<Vec<String>, sqlx::Error> {
+    sqlx::query_scalar("select id from api_keys where merchant_id = $1")
+        .bind(merchant.to_string())
+        .fetch_all(control)
+        .await
 }
 
 pub async fn revoke_api_key(control: &PgPool, key_id: &str) -> Result<bool, sqlx::Error> {

@@ -22,6 +22,16 @@ pub struct RefundRecord {
     pub metadata: BTreeMap<String, String>,
 }
 
+/// A refund's version for the cache: its status' rank. A refund changes
+/// exactly once (pending → succeeded or failed), so the rank orders its
+/// states as a version column would.
+pub fn cache_version(status: RefundStatus) -> i64 {
+    match status {
+        RefundStatus::Pending => 1,
+        RefundStatus::Succeeded | RefundStatus::Failed => 2,
+    }
+}
+
 const COLUMNS: &str =
     "id, merchant_id, livemode, payment_intent_id, charge_id, attempt_id, amount, currency,
     status, reason, failure_reason, metadata, created";

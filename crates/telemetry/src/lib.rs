@@ -6,8 +6,13 @@
 //!   deployments (`[telemetry] log_format = "json"`), readable text locally,
 //!   at the configured level.
 //!
-//! Metrics and traces (OpenTelemetry, Prometheus) arrive with the
-//! observability issue and belong here too.
+//! - [`metrics`]: the process's Prometheus registry, the metric families of
+//!   docs/metrics.md, and [`metrics::render`] for the admin port's
+//!   `/metrics` (served by `snakepay_http::admin`).
+//!
+//! Traces (OpenTelemetry) arrive with the rest of the observability issue.
+
+pub mod metrics;
 
 use snakepay_config::sections::{LogFormat, TelemetryConfig};
 use tracing_subscriber::EnvFilter;

@@ -15,6 +15,7 @@
 //! their lease runs out: a later retry, never a lost delivery. Two
 //! dispatchers never claim the same delivery while its lease holds.
 
+use snakepay_telemetry::metrics::{WEBHOOKS, labels};
 use std::future::Future;
 use std::pin::pin;
 use std::sync::Arc;
@@ -216,6 +217,17 @@ async fn attempt(dispatcher: &Dispatcher, shard: ShardNumber, delivery: ClaimedD
         latency_ms,
     };
     log_attempt(shard, &delivery, &record, resolution);
+    let result = match attempted {
+        Attempted::Delivered { .. } => "delivered",
+        Attempted::Failed { .. } | Attempted::Dropped { .. } => "failed",
+    };
+    WEBHOOKS
+        .attempts
+        .get_or_create(&labels([("result", result)]))
+        .inc();
+    if resolution == Resolution::Failed {
+        WEBHOOKS.abandoned.inc();
+    }
 
     let recorded = match dispatcher.store.shard(shard) {
         Ok(pool) => webhook_deliveries::record_attempt(pool, &record, resolution).await,

@@ -4,9 +4,9 @@
 use axum::extract::FromRequestParts;
 use http::request::Parts;
 use snakepay_http::{ApiError, require_api_key};
-use snakepay_store::merchants::{self, AuthContext, AuthError, KeyKind};
+use snakepay_store::merchants::{self, AuthContext, AuthError, CachedKey, KeyKind};
 
-use crate::rate_limit::retry_after_seconds;
+use crate::rate_limit::{EndpointClass, retry_after_seconds};
 use crate::state::AppState;
 
 /// An authenticated request.
@@ -38,9 +38,7 @@ impl FromRequestParts<AppState> for Auth {
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
         let key = require_api_key(&parts.headers)?;
-        match merchants::authenticate(state.store.control(), &state.hasher, state.region, &key)
-            .await
-        {
+        match authenticate(state, &key).await {
             Ok(context) => {
                 if let Some(slot) = parts.extensions.get::<crate::request_log::LogSlot>() {
                     let _ = slot.0.set((context.merchant_id, context.livemode));
@@ -49,7 +47,7 @@ impl FromRequestParts<AppState> for Auth {
                 // limited request is refused before any work.
                 state
                     .rate_limits
-                    .check(&context.key_id, context.livemode)
+                    .check(&context, EndpointClass::of(&parts.method))
                     .await
                     .map_err(|wait| {
                         ApiError::rate_limited().with_retry_after(retry_after_seconds(wait))
@@ -79,6 +77,31 @@ impl FromRequestParts<AppState> for Auth {
             }
         }
     }
+}
+
+/// Checks a key: from the API-key cache when it holds the key (written only
+/// for keys that authenticated, forgotten on revocation or a KYC change),
+/// else against the control database, caching what authenticated.
+async fn authenticate(state: &AppState, key: &str) -> Result<AuthContext, AuthError> {
+    let cache = state.caches.as_ref().map(|caches| &caches.api_keys);
+    let cache_id = merchants::cache_id(key);
+    if let (Some(cache), Some(id)) = (cache, &cache_id)
+        && let Some((_, bytes)) = cache.get(id).await
+        && let Ok(cached) = serde_json::from_slice::<CachedKey>(&bytes)
+        && let Some(context) =
+            merchants::authenticate_cached(&state.hasher, state.region, key, &cached)
+    {
+        return Ok(context);
+    }
+    let (context, cached) =
+        merchants::authenticate_for_cache(state.store.control(), &state.hasher, state.region, key)
+            .await?;
+    if let (Some(cache), Some(id), Ok(bytes)) = (cache, &cache_id, serde_json::to_vec(&cached)) {
+        // Version 1: a key's cached state never changes, it is only
+        // forgotten (a tombstone no populate can pass).
+        cache.populate(id, 1, &bytes).await;
+    }
+    Ok(context)
 }
 
 /// Stripe shows the key's beginning and end; never the whole key.

@@ -53,6 +53,7 @@ const REAPER_INTERVAL: Duration = Duration::from_secs(15 * 60);
 
 fn app(config: &ExternalApiConfig) -> anyhow::Result<(axum::Router, AppState)> {
     let store = Store::connect_lazy(&config.database)?;
+    store.export_pool_metrics();
     let vault = open_vault(&config.vault)?;
     let redis = config
         .redis
@@ -80,13 +81,7 @@ fn app(config: &ExternalApiConfig) -> anyhow::Result<(axum::Router, AppState)> {
                 .map(|redis| SharedRateLimiter::new(Arc::clone(redis), RATE_LIMIT_PREFIX)),
         ),
         outcomes: outcomes.clone(),
-        intent_cache: redis.as_ref().map(|redis| {
-            snakepay_cache::VersionedCache::new(
-                Arc::clone(redis),
-                snakepay_cache::INTENT_NAMESPACE,
-                Duration::from_secs(snakepay_cache::INTENT_TTL_SECONDS),
-            )
-        }),
+        caches: redis.as_ref().map(snakepay_cache::Caches::new),
     }));
     let readiness_store = store.clone();
     let mut checks = vec![ReadinessCheck::new("postgres", move || {
@@ -128,13 +123,15 @@ fn app(config: &ExternalApiConfig) -> anyhow::Result<(axum::Router, AppState)> {
         ))
         .with_state(state.clone())
         .merge(health_routes(checks));
+    let routes = snakepay_http::admin::mark_routes(routes);
     let http = &config.external_api.http;
     let limits = EdgeLimits {
         body_limit_bytes: http.body_limit_bytes,
         request_timeout: Duration::from_millis(http.request_timeout_ms),
         path_prefix: config.external_api.path_prefix.clone(),
     };
-    Ok((stripe_edge(routes, limits), state))
+    let app = snakepay_http::admin::record_requests(stripe_edge(routes, limits));
+    Ok((app, state))
 }
 
 /// Deletes idempotency keys past their retention, on every shard, and lets
@@ -180,7 +177,12 @@ pub async fn start(config: &ExternalApiConfig) -> anyhow::Result<ServerHandle> {
     spawn_reply_listener(&state, config);
     spawn_reaper(state);
     let grace = Duration::from_millis(config.external_api.http.shutdown_grace_ms);
-    Ok(snakepay_http::spawn(config.external_api.http.listen_addr, app, grace).await?)
+    let admin = snakepay_http::admin::spawn_admin(config.external_api.http.metrics_addr).await?;
+    Ok(
+        snakepay_http::spawn(config.external_api.http.listen_addr, app, grace)
+            .await?
+            .with_admin(admin),
+    )
 }
 
 /// Serves until SIGTERM or SIGINT, then drains in-flight requests.
@@ -190,6 +192,9 @@ pub async fn run(config: ExternalApiConfig) -> anyhow::Result<()> {
     let store = state.store.clone();
     let listener_task = spawn_reply_listener(&state, &config);
     spawn_reaper(state);
+    let _admin = snakepay_http::admin::spawn_admin(config.external_api.http.metrics_addr)
+        .await
+        .context("binding the metrics address")?;
     let listener = tokio::net::TcpListener::bind(config.external_api.http.listen_addr)
         .await
         .with_context(|| format!("binding {}", config.external_api.http.listen_addr))?;

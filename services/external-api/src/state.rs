@@ -27,9 +27,10 @@ pub struct Inner {
     pub fingerprint_key: RequestFingerprintKey,
     /// The reply queue for commands and the requests waiting for outcomes.
     pub outcomes: Outcomes,
-    /// Cached payment intents (with `[redis]`): read-through on retrieve,
+    /// The Redis caches (with `[redis]`): API-key authentication, and
+    /// read-through on retrieve of intents, refunds, customers and charges,
     /// invalidated by every change before it commits.
-    pub intent_cache: Option<snakepay_cache::VersionedCache>,
+    pub caches: Option<snakepay_cache::Caches>,
 }
 
 impl std::ops::Deref for AppState {
@@ -40,6 +41,10 @@ impl std::ops::Deref for AppState {
 }
 
 impl AppState {
+    pub fn intent_cache(&self) -> Option<&snakepay_cache::VersionedCache> {
+        self.caches.as_ref().map(|caches| &caches.intents)
+    }
+
     /// The pool of a shard this region has. An unknown shard can only come
     /// from a corrupt ID or merchant row.
     pub fn shard(&self, shard: ShardNumber) -> Result<&PgPool, ApiError> {

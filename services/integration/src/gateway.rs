@@ -8,8 +8,9 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::processor::{CallError, CallResult, Processor};
-use snakepay_resilience::Breaker;
+use crate::processor::{CallError, CallResult, CountedOutcome, Processor};
+use snakepay_resilience::{Breaker, BreakerState};
+use snakepay_telemetry::metrics::{self, PAYMENTS, labels};
 
 pub struct Gateway {
     pub processor: Arc<dyn Processor>,
@@ -23,6 +24,29 @@ impl Gateway {
     /// Runs `call` until it gives a definite answer, the attempts are used
     /// up, or the circuit is open. `operation` names it in logs.
     pub async fn run<T, F, Fut>(&self, operation: &'static str, call: F) -> CallResult<T>
+    where
+        T: CountedOutcome,
+        F: Fn() -> Fut,
+        Fut: Future<Output = CallResult<T>>,
+    {
+        let result = self.run_uncounted(operation, call).await;
+        let (outcome, decline_code) = match &result {
+            Ok(answer) => answer.outcome(),
+            Err(_) => ("unknown", "none".to_owned()),
+        };
+        PAYMENTS
+            .operations
+            .get_or_create(&labels([
+                ("processor", self.processor.name()),
+                ("operation", operation),
+                ("outcome", outcome),
+                ("decline_code", &decline_code),
+            ]))
+            .inc();
+        result
+    }
+
+    async fn run_uncounted<T, F, Fut>(&self, operation: &'static str, call: F) -> CallResult<T>
     where
         F: Fn() -> Fut,
         Fut: Future<Output = CallResult<T>>,
@@ -41,6 +65,13 @@ impl Gateway {
             }
             let started = std::time::Instant::now();
             let result = call().await;
+            PAYMENTS
+                .processor_duration
+                .get_or_create(&labels([
+                    ("processor", processor),
+                    ("operation", operation),
+                ]))
+                .observe(metrics::seconds(started.elapsed()));
             let latency_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
             match result {
                 Ok(answer) => {
@@ -70,6 +101,15 @@ impl Gateway {
                 }
                 Err(other) => return Err(other),
             }
+        }
+    }
+
+    /// 0 closed, 1 half-open, 2 open (`snakepay_circuit_breaker_state`).
+    pub fn breaker_gauge(&self) -> i64 {
+        match self.breaker.state() {
+            BreakerState::Closed { .. } => 0,
+            BreakerState::HalfOpen { .. } => 1,
+            BreakerState::Open { .. } => 2,
         }
     }
 

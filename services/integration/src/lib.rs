@@ -23,6 +23,7 @@
 pub mod config;
 pub mod egress;
 pub mod gateway;
+mod gauges;
 mod notifications;
 pub mod pipeline;
 pub mod processor;
@@ -117,21 +118,25 @@ pub async fn start(config: &IntegrationConfig) -> anyhow::Result<RunningIntegrat
         vault: Arc::new(vault),
         gateway,
         replies: Some(Arc::new(replies)),
-        intent_cache: config
+        caches: config
             .redis
             .as_ref()
             .map(snakepay_cache::Redis::new)
             .transpose()?
-            .map(|redis| {
-                snakepay_cache::VersionedCache::new(
-                    redis,
-                    snakepay_cache::INTENT_NAMESPACE,
-                    Duration::from_secs(snakepay_cache::INTENT_TTL_SECONDS),
-                )
-            }),
+            .map(|redis| snakepay_cache::Caches::new(&redis)),
         api_version: snakepay_http::API_VERSION,
     });
 
+    store.export_pool_metrics();
+    let breaker_pipeline = Arc::downgrade(&pipeline);
+    snakepay_telemetry::metrics::on_scrape(move || {
+        if let Some(pipeline) = breaker_pipeline.upgrade() {
+            let name = format!("processor_{}", pipeline.gateway.processor.name());
+            snakepay_telemetry::metrics::CIRCUIT_BREAKERS
+                .get_or_create(&snakepay_telemetry::metrics::labels([("breaker", &name)]))
+                .set(pipeline.gateway.breaker_gauge());
+        }
+    });
     let (shutdown, stop) = watch::channel(false);
     let tasks = tasks::spawn_all(config, Arc::clone(&pipeline), stop);
 
@@ -150,8 +155,14 @@ pub async fn start(config: &IntegrationConfig) -> anyhow::Result<RunningIntegrat
         section.processor_sim.notification_secret.clone(),
     )
     .merge(health_routes(checks));
+    let app = snakepay_http::admin::record_requests(snakepay_http::admin::mark_routes(app));
     let grace = Duration::from_millis(section.http.shutdown_grace_ms);
-    let server = snakepay_http::spawn(section.http.listen_addr, app, grace).await?;
+    let admin = snakepay_http::admin::spawn_admin(section.http.metrics_addr)
+        .await
+        .context("binding the metrics address")?;
+    let server = snakepay_http::spawn(section.http.listen_addr, app, grace)
+        .await?
+        .with_admin(admin);
     tracing::info!(http.addr = %server.addr(), "integration service listening");
     Ok(RunningIntegration {
         server,

@@ -61,7 +61,7 @@ pub struct Pipeline {
     /// For outcome replies; `None` when no API instance can be waiting.
     pub replies: Option<Arc<Publisher>>,
     /// The External API's cached intents, invalidated before every commit.
-    pub intent_cache: Option<snakepay_cache::VersionedCache>,
+    pub caches: Option<snakepay_cache::Caches>,
     pub api_version: &'static str,
 }
 
@@ -677,6 +677,15 @@ impl Pipeline {
             intents::update(&mut tx, &mut intent).await?;
             self.invalidate(&intent).await;
             refund_record.refund = t.refund;
+            if let Some(caches) = &self.caches {
+                caches
+                    .refunds
+                    .invalidate(
+                        &refund_id.to_string(),
+                        refunds::cache_version(refund_record.refund.status),
+                    )
+                    .await;
+            }
             refunds::update_outcome(&mut tx, &refund_record.refund).await?;
             effects::write(
                 &mut tx,
@@ -699,8 +708,9 @@ impl Pipeline {
 
     /// Before the commit, with the new version (snakepay_cache::versioned).
     async fn invalidate(&self, record: &IntentRecord) {
-        if let Some(cache) = &self.intent_cache {
-            cache
+        if let Some(caches) = &self.caches {
+            caches
+                .intents
                 .invalidate(&record.intent.id.to_string(), record.version)
                 .await;
         }

@@ -89,6 +89,13 @@ pub fn spawn_all(
         }
     }
 
+    tasks.push(tokio::spawn(crate::gauges::run(
+        pipeline.store.clone(),
+        url.clone(),
+        topology.clone(),
+        stop.clone(),
+    )));
+
     if section.relay_enabled {
         let relay_config = RelayConfig {
             idle_poll_ms: section.relay_idle_poll_ms,
@@ -181,6 +188,7 @@ async fn consume<H, F>(
             let result = run_consumer(
                 &connection,
                 &queue,
+                &spec.name,
                 prefetch,
                 &handler,
                 stopped(stop.clone()),

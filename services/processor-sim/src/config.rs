@@ -51,6 +51,9 @@ pub struct ProcessorSimSection {
     /// Where the API listens. Tests use `127.0.0.1:0`.
     #[serde(default = "defaults::listen_addr")]
     pub listen_addr: SocketAddr,
+    /// The admin listener for Prometheus (`GET /metrics`); none by default.
+    #[serde(default)]
+    pub metrics_addr: Option<SocketAddr>,
     /// The base URL browsers use to reach the simulator, for 3-D Secure
     /// `action_url`s. Defaults to `http://<bound address>`, which is right
     /// unless the simulator listens on `0.0.0.0` or sits behind a proxy.
@@ -133,6 +136,7 @@ impl Default for ProcessorSimSection {
     fn default() -> Self {
         let mut section = ProcessorSimSection {
             listen_addr: defaults::listen_addr(),
+            metrics_addr: None,
             public_url: None,
             api_key: defaults::api_key(),
             journal_path: None,

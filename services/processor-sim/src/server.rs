@@ -215,6 +215,9 @@ pub async fn run(config: SimConfig) -> anyhow::Result<()> {
     // Registered before start-up, so a signal that arrives while the journal
     // is replayed is not lost (the default action would kill the process).
     let signals = Signals::register()?;
+    let _admin = snakepay_http::admin::spawn_admin(config.processor_sim.metrics_addr)
+        .await
+        .context("binding the metrics address")?;
     let sim = start(config).await?;
     let handle = sim.shutdown_handle();
     tokio::spawn(async move {
@@ -274,7 +277,7 @@ fn router(app: SharedApp) -> Router {
             Arc::clone(&app),
             require_api_key,
         ));
-    Router::new()
+    let router = Router::new()
         .merge(authenticated)
         .merge(threeds::router())
         .route("/livez", routing::get(health))
@@ -282,7 +285,8 @@ fn router(app: SharedApp) -> Router {
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES))
         .layer(middleware::from_fn(log_request))
-        .with_state(app)
+        .with_state(app);
+    snakepay_http::admin::record_requests(snakepay_http::admin::mark_routes(router))
 }
 
 async fn health() -> Response {

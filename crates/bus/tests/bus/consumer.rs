@@ -38,9 +38,16 @@ where
 {
     let (stop, stopped) = oneshot::channel::<()>();
     let queue = broker.commands_queue();
-    let consumer = run_consumer(&broker.connection, &queue, prefetch, handler, async {
-        let _ = stopped.await;
-    });
+    let consumer = run_consumer(
+        &broker.connection,
+        &queue,
+        "test",
+        prefetch,
+        handler,
+        async {
+            let _ = stopped.await;
+        },
+    );
     let scenario = async {
         scenario.await;
         let _ = stop.send(());

@@ -209,3 +209,30 @@ pub fn effect_context<'a>(
         description,
     }
 }
+
+/// An object as the read caches keep it: its owner, checked on every hit
+/// (an ID guessed across merchants must miss), and its JSON.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct CachedObject {
+    merchant_id: snakepay_domain::ids::MerchantId,
+    livemode: bool,
+    object: serde_json::Value,
+}
+
+/// The cached JSON of an object, if the entry belongs to the caller.
+pub fn cached_object(bytes: &[u8], auth: &Auth) -> Option<serde_json::Value> {
+    let cached: CachedObject = serde_json::from_slice(bytes).ok()?;
+    (cached.merchant_id == auth.0.merchant_id && cached.livemode == auth.0.livemode)
+        .then_some(cached.object)
+}
+
+/// The cache entry of an object just loaded for the caller (loads filter
+/// by the caller's merchant and mode, so the caller is the owner).
+pub fn cache_entry(auth: &Auth, object: &serde_json::Value) -> Option<Vec<u8>> {
+    serde_json::to_vec(&CachedObject {
+        merchant_id: auth.0.merchant_id,
+        livemode: auth.0.livemode,
+        object: object.clone(),
+    })
+    .ok()
+}

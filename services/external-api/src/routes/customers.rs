@@ -132,10 +132,25 @@ async fn retrieve(
     common::expansions(&mut reader, &[])?;
     reader.finish()?;
     let customer = owned_id::<CustomerKind>(&state, &auth, &id, "customer", "id")?;
+    let cache = state.caches.as_ref().map(|caches| &caches.customers);
+    if let Some(cache) = cache
+        && let Some((_, bytes)) = cache.get(&customer.to_string()).await
+        && let Some(object) = common::cached_object(&bytes, &auth)
+    {
+        return Ok(axum::Json(object).into_response());
+    }
     let pool = state.shard(auth.0.shard())?;
     let record = customers::find(pool, customer, auth.0.merchant_id, auth.0.livemode)
         .await
         .map_err(|e| ApiError::internal(&e))?
         .ok_or_else(|| ApiError::resource_missing("customer", &id, "id"))?;
-    Ok(axum::Json(objects::customer(&record)).into_response())
+    let object = objects::customer(&record);
+    if let Some(cache) = cache
+        && let Some(bytes) = common::cache_entry(&auth, &object)
+    {
+        // Version 1: customers are never changed after creation here. A
+        // route that changes one must bump a version and invalidate.
+        cache.populate(&customer.to_string(), 1, &bytes).await;
+    }
+    Ok(axum::Json(object).into_response())
 }

@@ -503,7 +503,7 @@ async fn create(
     let executed = idempotent::execute_phased(&state, &request, |mut tx| {
         let (state, auth, input) = (&state, &auth, &input);
         let origin = Origin {
-            cache: state.intent_cache.as_ref(),
+            cache: state.intent_cache(),
             request_id: &request_id,
             reply_to: expectation.reply_to(),
         };
@@ -592,16 +592,13 @@ async fn retrieve(
     let intent_id = owned_id::<PaymentIntentKind>(&state, &auth, &id, OBJECT, "intent")?;
     // Secret-key reads without `expand[]` are served from the cache.
     let cache = state
-        .intent_cache
-        .as_ref()
+        .intent_cache()
         .filter(|_| !auth.is_publishable() && expand.is_empty());
     if let Some(cache) = cache
         && let Some((_, bytes)) = cache.get(&intent_id.to_string()).await
-        && let Ok(cached) = serde_json::from_slice::<CachedIntent>(&bytes)
-        && cached.merchant_id == auth.0.merchant_id
-        && cached.livemode == auth.0.livemode
+        && let Some(object) = common::cached_object(&bytes, &auth)
     {
-        return Ok(axum::Json(cached.object).into_response());
+        return Ok(axum::Json(object).into_response());
     }
     let pool = state.shard(auth.0.shard())?;
     let record = intents::load(pool, intent_id, auth.0.merchant_id, auth.0.livemode)
@@ -616,28 +613,14 @@ async fn retrieve(
     let body = render(&mut conn, &auth, &record, &expand)
         .await
         .map_err(|e| ApiError::internal(&e))?;
-    if let Some(cache) = cache {
-        let cached = CachedIntent {
-            merchant_id: record.merchant_id,
-            livemode: record.livemode,
-            object: body,
-        };
-        if let Ok(bytes) = serde_json::to_vec(&cached) {
-            cache
-                .populate(&intent_id.to_string(), record.version, &bytes)
-                .await;
-        }
-        return Ok(axum::Json(cached.object).into_response());
+    if let Some(cache) = cache
+        && let Some(bytes) = common::cache_entry(&auth, &body)
+    {
+        cache
+            .populate(&intent_id.to_string(), record.version, &bytes)
+            .await;
     }
     Ok(axum::Json(body).into_response())
-}
-
-/// A cached intent: its owner (checked on every hit) and its JSON.
-#[derive(serde::Serialize, serde::Deserialize)]
-struct CachedIntent {
-    merchant_id: snakepay_domain::ids::MerchantId,
-    livemode: bool,
-    object: Value,
 }
 
 fn publishable_forbidden() -> ApiError {
@@ -760,7 +743,7 @@ async fn update(
     Ok(idempotent::execute(&state, request, |mut tx| {
         let (state, auth, input) = (&state, &auth, &input);
         let origin = Origin {
-            cache: state.intent_cache.as_ref(),
+            cache: state.intent_cache(),
             request_id: &request_id,
             reply_to: reply_to.as_deref(),
         };
@@ -875,7 +858,7 @@ async fn confirm(
         let (source, secret, return_url, receipt_email, expand, id) =
             (&source, &secret, &return_url, &receipt_email, &expand, &id);
         let origin = Origin {
-            cache: state.intent_cache.as_ref(),
+            cache: state.intent_cache(),
             request_id: &request_id,
             reply_to: expectation.reply_to(),
         };
@@ -968,7 +951,7 @@ async fn simple_transition(
     let executed = idempotent::execute_phased(state, &request, |mut tx| {
         let (command, expand) = (&command, &expand);
         let origin = Origin {
-            cache: state.intent_cache.as_ref(),
+            cache: state.intent_cache(),
             request_id,
             reply_to: expectation.reply_to(),
         };

@@ -154,7 +154,7 @@ async fn create(
             .map_err(transition_error)?;
             record.intent = t.intent;
             intents::update(&mut tx, &mut record).await?;
-            if let Some(cache) = &state.intent_cache {
+            if let Some(cache) = state.intent_cache() {
                 cache
                     .invalidate(&record.intent.id.to_string(), record.version)
                     .await;
@@ -188,12 +188,26 @@ async fn retrieve(
     common::expansions(&mut reader, &[])?;
     reader.finish()?;
     let refund = owned_id::<RefundKind>(&state, &auth, &id, "refund", "id")?;
+    let cache = state.caches.as_ref().map(|caches| &caches.refunds);
+    if let Some(cache) = cache
+        && let Some((_, bytes)) = cache.get(&refund.to_string()).await
+        && let Some(object) = common::cached_object(&bytes, &auth)
+    {
+        return Ok(axum::Json(object).into_response());
+    }
     let pool = state.shard(auth.0.shard())?;
     let record = refunds::find(pool, refund, auth.0.merchant_id, auth.0.livemode)
         .await
         .map_err(|e| ApiError::internal(&e))?
         .ok_or_else(|| ApiError::resource_missing("refund", &id, "id"))?;
-    Ok(axum::Json(objects::refund(&record)).into_response())
+    let object = objects::refund(&record);
+    if let Some(cache) = cache
+        && let Some(bytes) = common::cache_entry(&auth, &object)
+    {
+        let version = refunds::cache_version(record.refund.status);
+        cache.populate(&refund.to_string(), version, &bytes).await;
+    }
+    Ok(axum::Json(object).into_response())
 }
 
 async fn list(

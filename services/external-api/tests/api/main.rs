@@ -7,6 +7,7 @@
     clippy::indexing_slicing
 )]
 
+mod caches;
 mod customers_events;
 mod errors;
 mod hardening;

@@ -139,3 +139,47 @@ async fn with_the_cache_a_read_never_returns_an_older_state_than_a_finished_writ
         .await;
     assert_eq!(last.body["metadata"]["seq"], "40");
 }
+
+#[tokio::test]
+async fn a_merchants_own_limit_applies_from_the_next_request_and_reads_and_writes_have_their_own_buckets()
+ {
+    let api = TestApi::start_with_redis(&redis_url(), "rate_limit_test_per_second = 50").await;
+    let m = api.merchant().await;
+    // The key is cached with the default limit first.
+    assert_eq!(api.get(&m.secret_key, "/v1/refunds").await.status, 200);
+    let control = api.db.store.control();
+    assert!(
+        snakepay_store::merchants::set_rate_limits(control, m.id, None, Some(2))
+            .await
+            .unwrap()
+    );
+    let keys = snakepay_store::merchants::key_ids_of(control, m.id)
+        .await
+        .unwrap();
+    snakepay_cache::forget_api_keys(&api.redis(), &keys)
+        .await
+        .unwrap();
+
+    let mut statuses = Vec::new();
+    for _ in 0..3 {
+        let reply = api
+            .post(
+                &m.secret_key,
+                "/v1/customers",
+                &[("email", "w@example.com")],
+                None,
+            )
+            .await;
+        statuses.push(reply.status);
+        if reply.status == 429 {
+            assert!(reply.header("retry-after").is_some());
+        }
+    }
+    assert_eq!(
+        statuses,
+        [200, 200, 429],
+        "the merchant's own 2/s for writes"
+    );
+    // Reads draw from their own bucket.
+    assert_eq!(api.get(&m.secret_key, "/v1/refunds").await.status, 200);
+}

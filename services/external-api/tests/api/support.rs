@@ -106,6 +106,7 @@ impl TestApi {
             key_ring_path = "{key_ring}"
             [external_api]
             listen_addr = "127.0.0.1:0"
+            metrics_addr = "127.0.0.1:0"
             {external_api_settings}
             [[external_api.other_regions]]
             code = "us-1"
@@ -201,6 +202,29 @@ impl TestApi {
         .await
         .unwrap()
         .key
+    }
+
+    /// The value of one series (e.g. `name{label="value"}`) in the
+    /// server's `/metrics`, 0 when absent (a counter not yet touched).
+    pub async fn metric(&self, series: &str) -> f64 {
+        let admin = self.server.admin_addr().expect("tests start with metrics");
+        let text = self
+            .client
+            .get(format!("http://{admin}/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+            .map_or(0.0, |value| value.trim().parse().unwrap())
+    }
+
+    /// A Redis client on the server's `[redis]`, as other services have.
+    pub fn redis(&self) -> std::sync::Arc<snakepay_cache::Redis> {
+        snakepay_cache::Redis::new(self.config.redis.as_ref().expect("started with redis")).unwrap()
     }
 
     pub fn url(&self, path: &str) -> String {

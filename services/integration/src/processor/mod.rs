@@ -79,6 +79,59 @@ impl Authorization {
     }
 }
 
+/// How an answer is counted in `snakepay_payment_operations_total`: its
+/// outcome (`succeeded`, `declined`, `requires_action`, `unknown`) and
+/// decline code (`none` unless declined).
+pub trait CountedOutcome {
+    fn outcome(&self) -> (&'static str, String);
+}
+
+/// A processor's decline code as a label value: its own short snake_case
+/// codes pass, anything else is `other` (labels must stay a small set).
+fn decline_label(code: &str) -> String {
+    let tidy = !code.is_empty()
+        && code.len() <= 40
+        && code.bytes().all(|b| b.is_ascii_lowercase() || b == b'_');
+    if tidy {
+        code.to_owned()
+    } else {
+        "other".to_owned()
+    }
+}
+
+impl CountedOutcome for Authorization {
+    fn outcome(&self) -> (&'static str, String) {
+        match self {
+            Authorization::Approved { .. } | Authorization::Voided { .. } => {
+                ("succeeded", "none".to_owned())
+            }
+            Authorization::Declined { error, .. } => (
+                "declined",
+                decline_label(error.decline_code.as_deref().unwrap_or("generic_decline")),
+            ),
+            Authorization::RequiresAction { .. } => ("requires_action", "none".to_owned()),
+        }
+    }
+}
+
+impl CountedOutcome for Completion {
+    fn outcome(&self) -> (&'static str, String) {
+        match self {
+            Completion::Done => ("succeeded", "none".to_owned()),
+            Completion::Refused { code, .. } => ("declined", decline_label(code)),
+        }
+    }
+}
+
+impl<T: CountedOutcome> CountedOutcome for Inquiry<T> {
+    fn outcome(&self) -> (&'static str, String) {
+        match self {
+            Inquiry::Answered(answer) => answer.outcome(),
+            Inquiry::NeverPerformed | Inquiry::InProgress => ("unknown", "none".to_owned()),
+        }
+    }
+}
+
 /// A definite answer to a capture, void or refund.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Completion {

@@ -1,0 +1,95 @@
+//! The admin port and HTTP request metrics (docs/metrics.md).
+//!
+//! - [`spawn_admin`] serves `GET /metrics` (Prometheus) and `GET /livez` on
+//!   a listener of its own (`metrics_addr`), never on the public port.
+//! - [`mark_routes`] and [`record_requests`] count every request by method,
+//!   route template and status, and time it. The route template is only
+//!   known inside the router, while a timeout or a 404 is answered by the
+//!   edge around it; so the outer layer hands the request a slot, the inner
+//!   one fills it with the matched template, and the outer one records
+//!   whatever answered.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use axum::extract::{MatchedPath, Request};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::{Router, routing};
+use snakepay_telemetry::metrics::{self, HTTP, labels};
+
+use crate::server::{ServerHandle, spawn};
+
+/// The route template of a request, filled in by [`mark_routes`].
+#[derive(Clone, Default)]
+struct RouteSlot(Arc<OnceLock<String>>);
+
+/// Records the matched route template for [`record_requests`]. Call on the
+/// router that holds the routes, after they are all added.
+pub fn mark_routes<S: Clone + Send + Sync + 'static>(router: Router<S>) -> Router<S> {
+    router.route_layer(middleware::from_fn(mark_route))
+}
+
+async fn mark_route(request: Request, next: Next) -> Response {
+    if let (Some(slot), Some(path)) = (
+        request.extensions().get::<RouteSlot>(),
+        request.extensions().get::<MatchedPath>(),
+    ) {
+        let _ = slot.0.set(path.as_str().to_owned());
+    }
+    next.run(request).await
+}
+
+/// Counts and times every request; the outermost layer of a service.
+pub fn record_requests(router: Router) -> Router {
+    // Touch the family so a scrape lists it before the first request.
+    let _ = &HTTP.requests;
+    router.layer(middleware::from_fn(record))
+}
+
+async fn record(mut request: Request, next: Next) -> Response {
+    let slot = RouteSlot::default();
+    request.extensions_mut().insert(slot.clone());
+    let method = request.method().as_str().to_owned();
+    let started = Instant::now();
+    let response = next.run(request).await;
+    let route = slot.0.get().map_or("unmatched", String::as_str);
+    HTTP.requests
+        .get_or_create(&labels([
+            ("method", &method),
+            ("route", route),
+            ("status", response.status().as_str()),
+        ]))
+        .inc();
+    HTTP.duration
+        .get_or_create(&labels([("method", &method), ("route", route)]))
+        .observe(metrics::seconds(started.elapsed()));
+    response
+}
+
+/// The admin listener's routes.
+pub fn admin_router() -> Router {
+    Router::new()
+        .route("/metrics", routing::get(scrape))
+        .route("/livez", routing::get(|| async { "ok" }))
+}
+
+async fn scrape() -> Response {
+    (
+        [(http::header::CONTENT_TYPE, metrics::CONTENT_TYPE)],
+        metrics::render(),
+    )
+        .into_response()
+}
+
+/// Serves the admin routes on `addr` in the background (port 0 in tests),
+/// when the service has a `metrics_addr`.
+pub async fn spawn_admin(addr: Option<SocketAddr>) -> std::io::Result<Option<ServerHandle>> {
+    let Some(addr) = addr else {
+        return Ok(None);
+    };
+    let handle = spawn(addr, admin_router(), Duration::from_millis(100)).await?;
+    tracing::info!(http.addr = %handle.addr(), "metrics listening");
+    Ok(Some(handle))
+}
