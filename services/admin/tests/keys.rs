@@ -159,9 +159,12 @@ async fn rotation_while_cards_are_tokenized_and_opened_leaves_every_card_decrypt
     let store = Arc::new(Store::connect_lazy(&config.database).unwrap());
     let provider: Arc<dyn KeyProvider> = Arc::new(FileKeyProvider::new(&path));
     // Two services, each with its own reloading vault, as in production.
-    let reload = Duration::from_millis(100);
-    let api = Arc::new(Vault::reloading(provider.clone(), reload).unwrap());
-    let integration = Arc::new(Vault::reloading(provider.clone(), reload).unwrap());
+    // The sealing one checks its ring often, so it moves to the new KEK; the
+    // opening one would not look again within the test, so it can only open
+    // records re-wrapped under the new KEK by reloading when it meets one.
+    let api = Arc::new(Vault::reloading(provider.clone(), Duration::from_millis(100)).unwrap());
+    let integration =
+        Arc::new(Vault::reloading(provider.clone(), Duration::from_secs(3600)).unwrap());
 
     let cards: Arc<Mutex<Vec<(PaymentMethodId, String)>>> = Arc::default();
     let errors: Arc<Mutex<Vec<String>>> = Arc::default();
