@@ -547,6 +547,21 @@ mod tests {
     }
 
     #[test]
+    fn the_vault_key_provider_is_file_by_default_and_checked() {
+        assert_eq!(load_toml(VALID).unwrap().vault.key_provider, "file");
+        let cloud = VALID.replace(
+            "key_ring_path = \"/tmp/keyring.json\"",
+            "key_provider = \"environment\"",
+        );
+        assert_eq!(load_toml(&cloud).unwrap().vault.key_provider, "environment");
+        let error =
+            load_toml(&VALID.replace("key_ring_path = \"/tmp/keyring.json\"", "")).unwrap_err();
+        assert_eq!(error.key(), Some("vault.key_ring_path"), "{error}");
+        let error = load_toml(&with("[vault]\nkey_provider = \"kms\"")).unwrap_err();
+        assert_eq!(error.key(), Some("vault.key_provider"), "{error}");
+    }
+
+    #[test]
     fn an_unknown_key_in_a_section_is_named_not_ignored() {
         let error = load_toml(&with("[redis]\ntimout_ms = 5")).unwrap_err();
         assert_eq!(error.key(), Some("redis.timout_ms"), "{error}");
