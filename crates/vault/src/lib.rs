@@ -26,7 +26,8 @@
 //! # Cargo features
 //!
 //! - `decrypt` — `Vault::open`, `Vault::open_pan`, `Vault::open_cvc`. Only
-//!   the integration service enables it.
+//!   the integration service enables it (and `snakepay-webhooks`, which it
+//!   runs); `tests/decrypt_boundary.rs` fails if another package does.
 //! - `rotate` — `Vault::rewrap` and `Vault::needs_rewrap`, which decrypt data
 //!   keys (never card data) to re-wrap them under the active KEK. Only the
 //!   admin CLI enables it.
