@@ -421,14 +421,32 @@ fn decode_base64(text: &str) -> Option<Vec<u8>> {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct VaultConfig {
+    /// Where the keys come from: `"file"` (the key ring file below; local
+    /// runs and tests) or `"environment"` (the cloud: two Secrets Manager
+    /// secrets injected as `VAULT_KEK_RING` and `VAULT_FINGERPRINT_KEY`; see
+    /// crates/vault, `provider.rs`).
+    #[serde(default = "default_key_provider")]
+    pub key_provider: String,
     /// The key ring file (key-encryption keys and the fingerprint key);
-    /// `snakepay-admin keys init` creates one for local use.
+    /// `snakepay-admin keys init` creates one for local use. Required with
+    /// the `file` provider.
+    #[serde(default)]
     pub key_ring_path: std::path::PathBuf,
+}
+
+fn default_key_provider() -> String {
+    "file".to_owned()
 }
 
 impl Validate for VaultConfig {
     fn validate(&self, prefix: &str) -> Result<(), ConfigError> {
-        if self.key_ring_path.as_os_str().is_empty() {
+        if !matches!(self.key_provider.as_str(), "file" | "environment") {
+            return Err(ConfigError::invalid(
+                key(prefix, "key_provider"),
+                "must be \"file\" or \"environment\"",
+            ));
+        }
+        if self.key_provider == "file" && self.key_ring_path.as_os_str().is_empty() {
             return Err(ConfigError::invalid(
                 key(prefix, "key_ring_path"),
                 "must not be empty",
@@ -526,6 +544,21 @@ mod tests {
     fn a_missing_key_is_named() {
         let error = load_toml(&VALID.replace("number = 1\n", "")).unwrap_err();
         assert_eq!(error.key(), Some("region.number"), "{error}");
+    }
+
+    #[test]
+    fn the_vault_key_provider_is_file_by_default_and_checked() {
+        assert_eq!(load_toml(VALID).unwrap().vault.key_provider, "file");
+        let cloud = VALID.replace(
+            "key_ring_path = \"/tmp/keyring.json\"",
+            "key_provider = \"environment\"",
+        );
+        assert_eq!(load_toml(&cloud).unwrap().vault.key_provider, "environment");
+        let error =
+            load_toml(&VALID.replace("key_ring_path = \"/tmp/keyring.json\"", "")).unwrap_err();
+        assert_eq!(error.key(), Some("vault.key_ring_path"), "{error}");
+        let error = load_toml(&with("[vault]\nkey_provider = \"kms\"")).unwrap_err();
+        assert_eq!(error.key(), Some("vault.key_provider"), "{error}");
     }
 
     #[test]

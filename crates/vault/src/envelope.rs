@@ -35,12 +35,16 @@
 //! version (0x01) | key_id length (1 byte) | key_id | wrapped_data_key (61) | ciphertext
 //! ```
 
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
 use aes_gcm::aead::{Aead as _, KeyInit as _, Payload};
 use aes_gcm::{Aes256Gcm, Key, Nonce};
 
 use crate::card::{Cvc, Pan};
 use crate::fingerprint::{self, Fingerprint};
-use crate::keys::{KEY_ID_MAX_LEN, KEY_LEN, KeyError, KeyProvider, KeyRing, SecretKey};
+use crate::keys::{KEY_ID_MAX_LEN, KEY_LEN, KeyError, KeyRing, SecretKey};
+use crate::provider::KeyProvider;
 
 /// The record format this crate writes (and the only one it reads).
 pub const FORMAT_VERSION: u8 = 1;
@@ -219,28 +223,143 @@ impl std::fmt::Debug for SealedRecord {
 ///     let _ = vault.open_pan(record, b"pm_123");
 /// }
 /// ```
-#[derive(Debug)]
 pub struct Vault {
-    keys: KeyRing,
+    /// The current key ring. Readers take a snapshot (`Arc` clone) so a
+    /// reload never changes keys under an operation in progress.
+    keys: RwLock<Arc<KeyRing>>,
+    /// Present when the vault reloads its ring from a provider.
+    reload: Option<Reload>,
+}
+
+/// How a reloading vault refreshes its key ring.
+struct Reload {
+    provider: Arc<dyn KeyProvider>,
+    /// Sealing checks for a new ring at most this often, so a rotation's new
+    /// KEK is used by every instance within this time.
+    interval: Duration,
+    /// When the ring was last read (or tried).
+    last: Mutex<Instant>,
+}
+
+/// How often a reloading vault reads its provider again while sealing.
+pub const DEFAULT_RELOAD_INTERVAL: Duration = Duration::from_secs(5);
+
+impl std::fmt::Debug for Vault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Vault")
+            .field("keys", &*self.ring())
+            .field(
+                "provider",
+                &self.reload.as_ref().map(|r| r.provider.describe()),
+            )
+            .finish()
+    }
 }
 
 impl Vault {
+    /// A vault with a fixed key ring.
     pub fn new(keys: KeyRing) -> Self {
-        Self { keys }
+        Self {
+            keys: RwLock::new(Arc::new(keys)),
+            reload: None,
+        }
     }
 
-    /// Loads the key ring from `provider` (once, at start-up).
+    /// Loads the key ring from `provider` once; it never changes afterwards.
     pub fn load(provider: &dyn KeyProvider) -> Result<Self, KeyError> {
         provider.load_key_ring().map(Self::new)
     }
 
-    pub fn key_ring(&self) -> &KeyRing {
-        &self.keys
+    /// Loads the key ring from `provider` now, and again while running: when
+    /// sealing or opening, at most every `interval`, and at once (rate-limited) when a
+    /// record names a KEK the ring does not have. This is how a rotation's
+    /// new KEK reaches running services: new records are sealed under it
+    /// within `interval`, and records already re-wrapped under it open at
+    /// once. A failed reload keeps the previous ring (and logs why).
+    pub fn reloading(provider: Arc<dyn KeyProvider>, interval: Duration) -> Result<Self, KeyError> {
+        let keys = provider.load_key_ring()?;
+        Ok(Self {
+            keys: RwLock::new(Arc::new(keys)),
+            reload: Some(Reload {
+                provider,
+                interval,
+                last: Mutex::new(Instant::now()),
+            }),
+        })
+    }
+
+    /// A snapshot of the current key ring.
+    pub fn key_ring(&self) -> Arc<KeyRing> {
+        self.ring()
     }
 
     /// The ID of the KEK new records are sealed under.
-    pub fn active_key_id(&self) -> &str {
-        self.keys.active_kek_id()
+    pub fn active_key_id(&self) -> String {
+        self.ring().active_kek_id().to_owned()
+    }
+
+    fn ring(&self) -> Arc<KeyRing> {
+        // A poisoned lock only means a panic elsewhere while swapping an
+        // `Arc`; the value inside is still a whole ring.
+        self.keys
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Reloads the ring from the provider if it is due, or at once when
+    /// `forced` (a record named a KEK the ring lacks). Returns whether the
+    /// ring changed.
+    ///
+    /// Forced reloads are not rate-limited: any delay would let a reader
+    /// that just reloaded miss a KEK stored a moment later and fail on a
+    /// record re-wrapped under it. They happen only for records under a KEK
+    /// this instance has not seen, which outside a rotation means a KEK
+    /// retired while still in use (`keys retire` refuses that); the cost is
+    /// one read of a small file.
+    fn refresh(&self, forced: bool) -> bool {
+        let Some(reload) = &self.reload else {
+            return false;
+        };
+        {
+            let mut last = reload
+                .last
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if !forced && last.elapsed() < reload.interval {
+                return false;
+            }
+            *last = Instant::now();
+        }
+        match reload.provider.load_key_ring() {
+            Ok(ring) => {
+                let changed = {
+                    let current = self.ring();
+                    current.active_kek_id() != ring.active_kek_id()
+                        || !current.kek_ids().eq(ring.kek_ids())
+                };
+                if changed {
+                    tracing::info!(
+                        vault.active_kek_id = ring.active_kek_id(),
+                        vault.kek_ids = ?ring.kek_ids().collect::<Vec<_>>(),
+                        "vault key ring reloaded"
+                    );
+                }
+                *self
+                    .keys
+                    .write()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(ring);
+                changed
+            }
+            Err(error) => {
+                tracing::warn!(
+                    vault.provider = %reload.provider.describe(),
+                    error = %error,
+                    "vault key ring could not be reloaded; keeping the current one"
+                );
+                false
+            }
+        }
     }
 
     /// Seals arbitrary bytes. `aad` is the ID of the record that will hold
@@ -261,9 +380,11 @@ impl Vault {
         self.seal_with_purpose(PURPOSE_CVC, cvc.expose_digits().as_bytes(), aad)
     }
 
-    /// The keyed fingerprint of a card number (see `fingerprint.rs`).
+    /// The keyed fingerprint of a card number (see `fingerprint.rs`). Uses
+    /// the fingerprint key, never a KEK: fingerprints stay stable across KEK
+    /// rotations.
     pub fn fingerprint(&self, pan: &Pan) -> Fingerprint {
-        fingerprint::fingerprint(self.keys.fingerprint_key(), pan)
+        fingerprint::fingerprint(self.ring().fingerprint_key(), pan)
     }
 
     fn seal_with_purpose(
@@ -275,8 +396,10 @@ impl Vault {
         if plaintext.len() > MAX_PLAINTEXT_LEN {
             return Err(VaultError::PlaintextTooLong);
         }
-        let key_id = self.keys.active_kek_id();
-        let kek = self.keys.active_kek().ok_or(VaultError::NoActiveKey)?;
+        self.refresh(false);
+        let ring = self.ring();
+        let key_id = ring.active_kek_id();
+        let kek = ring.active_kek().ok_or(VaultError::NoActiveKey)?;
 
         let data_key = SecretKey::generate_raw().map_err(VaultError::Random)?;
         let ciphertext = encrypt(&data_key, &data_aad(purpose, aad)?, plaintext)?;
@@ -330,7 +453,7 @@ impl Vault {
 impl Vault {
     /// Whether `record` is wrapped under a KEK other than the active one.
     pub fn needs_rewrap(&self, record: &SealedRecord) -> bool {
-        record.key_id() != self.keys.active_kek_id()
+        record.key_id() != self.ring().active_kek_id()
     }
 
     /// Re-wraps the record's data key under the active KEK; the ciphertext is
@@ -341,8 +464,9 @@ impl Vault {
     /// key ring ([`KeyRing::remove_kek`]).
     pub fn rewrap(&self, record: &SealedRecord, aad: &[u8]) -> Result<SealedRecord, VaultError> {
         let data_key = self.unwrap_data_key(record, aad)?;
-        let key_id = self.keys.active_kek_id();
-        let kek = self.keys.active_kek().ok_or(VaultError::NoActiveKey)?;
+        let ring = self.ring();
+        let key_id = ring.active_kek_id();
+        let kek = ring.active_kek().ok_or(VaultError::NoActiveKey)?;
         Ok(SealedRecord {
             key_id: key_id.to_owned(),
             wrapped_data_key: wrap(kek, key_id, aad, &data_key)?,
@@ -353,9 +477,17 @@ impl Vault {
 
 #[cfg(any(feature = "decrypt", feature = "rotate"))]
 impl Vault {
+    /// Unwraps the record's data key. A record under a KEK this ring lacks
+    /// makes a reloading vault read its provider again first: during a
+    /// rotation, another instance may have re-wrapped the record under the
+    /// new KEK before this one saw it.
     fn unwrap_data_key(&self, record: &SealedRecord, aad: &[u8]) -> Result<SecretKey, VaultError> {
-        let kek = self
-            .keys
+        self.refresh(false);
+        let mut ring = self.ring();
+        if ring.kek(record.key_id()).is_none() && self.refresh(true) {
+            ring = self.ring();
+        }
+        let kek = ring
             .kek(record.key_id())
             .ok_or_else(|| VaultError::UnknownKeyId(record.key_id().to_owned()))?;
         let Some((&version, encrypted)) = record.wrapped_data_key().split_first() else {

@@ -24,9 +24,22 @@
 //! The active KEK seals new records; the others stay only to open and re-wrap
 //! records sealed before a rotation. Unknown fields are rejected so a typo
 //! (`"active_kek"`) fails at start-up instead of silently meaning "no key".
+//!
+//! # Key versions
+//!
+//! A KEK's ID is its version: `snakepay-admin keys rotate` names the new KEK
+//! `kek-<n+1>` ([`KeyRing::next_kek_id`]), and every sealed record stores the
+//! ID of the KEK that wrapped its data key, so a reader always knows which
+//! version to use and a rotation can find what it still has to re-wrap.
+//!
+//! # KEK ring without the fingerprint key (the environment provider)
+//!
+//! The cloud keeps the two kinds of key in two secrets, so that access to one
+//! does not imply the other. The KEK half has the same shape as the file
+//! without `fingerprint_key`; the fingerprint key is base64 on its own.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -43,7 +56,7 @@ pub const KEY_ID_MAX_LEN: usize = 64;
 pub const KEY_RING_FILE_VERSION: u32 = 1;
 /// Refuse key ring files larger than this: a real one is well under 100 bytes
 /// per key, so anything bigger is the wrong file.
-const KEY_RING_FILE_MAX_BYTES: u64 = 1024 * 1024;
+pub(crate) const KEY_RING_FILE_MAX_BYTES: u64 = 1024 * 1024;
 
 /// Why key material could not be loaded, built or written. Messages name key
 /// IDs and file paths, never key bytes or file contents.
@@ -81,6 +94,12 @@ pub enum KeyError {
     FingerprintKeyReused,
     #[error("the operating system's random number generator failed: {0}")]
     Random(getrandom::Error),
+    #[error("environment variable {0} is not set (or not UTF-8)")]
+    MissingVariable(&'static str),
+    #[error("the key provider {0} is read-only: change its keys where they are managed")]
+    ReadOnly(String),
+    #[error("unknown key provider {0:?}: use \"file\" or \"environment\"")]
+    UnknownProvider(String),
 }
 
 /// A 256-bit secret key, zeroed on drop. `Debug` prints `SecretKey(***)`.
@@ -229,6 +248,19 @@ impl KeyRing {
         Ok(())
     }
 
+    /// The ID for the next KEK version: `kek-<n+1>`, where `n` is the highest
+    /// version among the ring's `kek-<n>` IDs (0 when there is none). IDs are
+    /// never reused, so a record's key ID always names one key.
+    pub fn next_kek_id(&self) -> String {
+        let highest = self
+            .keks
+            .keys()
+            .filter_map(|id| id.strip_prefix("kek-")?.parse::<u64>().ok())
+            .max()
+            .unwrap_or(0);
+        format!("kek-{}", highest.saturating_add(1))
+    }
+
     /// The ID of the KEK that wraps new data keys.
     pub fn active_kek_id(&self) -> &str {
         &self.active_kek_id
@@ -271,6 +303,29 @@ impl KeyRing {
         }
         let fingerprint_key = SecretKey::from_base64("fingerprint_key", &file.fingerprint_key)?;
         Self::new(&file.active_kek_id, keks, fingerprint_key)
+    }
+
+    /// Builds a key ring from its two halves as the cloud stores them: the
+    /// KEK ring (JSON, the file format without `fingerprint_key`) and the
+    /// fingerprint key (standard base64 of 32 bytes).
+    pub fn from_split_json(keks: &str, fingerprint_key_base64: &str) -> Result<Self, KeyError> {
+        let file: KekRingFile = serde_json::from_str(keks).map_err(|e| KeyError::Format {
+            line: e.line(),
+            column: e.column(),
+        })?;
+        if file.version != KEY_RING_FILE_VERSION {
+            return Err(KeyError::UnsupportedVersion(file.version));
+        }
+        let mut ring = Vec::with_capacity(file.keks.len());
+        for entry in &file.keks {
+            validate_key_id(&entry.id)?;
+            ring.push((
+                entry.id.clone(),
+                SecretKey::from_base64(&entry.id, &entry.key)?,
+            ));
+        }
+        let fingerprint_key = SecretKey::from_base64("fingerprint_key", fingerprint_key_base64)?;
+        Self::new(&file.active_kek_id, ring, fingerprint_key)
     }
 
     /// Writes the key ring in the file format (pretty JSON, trailing newline).
@@ -317,7 +372,7 @@ impl std::fmt::Debug for KeyRing {
 
 /// Contents for a new key ring file: one fresh KEK with the given ID (active)
 /// and a fresh fingerprint key. The admin CLI writes it with
-/// [`FileKeyProvider::create`].
+/// [`FileKeyProvider::create`](crate::FileKeyProvider::create).
 pub fn generate_key_ring_file(kek_id: &str) -> Result<Zeroizing<String>, KeyError> {
     KeyRing::generate(kek_id)?.to_json()
 }
@@ -332,77 +387,20 @@ struct KeyRingFile {
     fingerprint_key: String,
 }
 
+/// The KEK half of the key ring, as the cloud's KEK secret holds it.
+#[derive(Deserialize, Zeroize, ZeroizeOnDrop)]
+#[serde(deny_unknown_fields)]
+struct KekRingFile {
+    version: u32,
+    active_kek_id: String,
+    keks: Vec<KekEntry>,
+}
+
 #[derive(Serialize, Deserialize, Zeroize, ZeroizeOnDrop)]
 #[serde(deny_unknown_fields)]
 struct KekEntry {
     id: String,
     key: String,
-}
-
-/// Where the key ring comes from. Services load it once at start-up.
-///
-/// The local implementation reads a file; a cloud implementation (AWS Secrets
-/// Manager or KMS) will come later behind the same trait.
-pub trait KeyProvider: Send + Sync {
-    fn load_key_ring(&self) -> Result<KeyRing, KeyError>;
-}
-
-/// Loads the key ring from a JSON file on local disk.
-#[derive(Debug, Clone)]
-pub struct FileKeyProvider {
-    path: PathBuf,
-}
-
-impl FileKeyProvider {
-    pub fn new(path: impl Into<PathBuf>) -> Self {
-        Self { path: path.into() }
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    /// Writes a new key ring file readable by its owner only (mode 0600 on
-    /// Unix). Fails if the file exists: overwriting a key ring would make
-    /// every record sealed under it unreadable.
-    pub fn create(path: impl AsRef<Path>, key_ring: &KeyRing) -> Result<Self, KeyError> {
-        use std::io::Write as _;
-
-        let path = path.as_ref();
-        let io_error = |source| KeyError::Io {
-            path: path.to_owned(),
-            source,
-        };
-        let contents = key_ring.to_json()?;
-        let mut options = std::fs::OpenOptions::new();
-        options.write(true).create_new(true);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::OpenOptionsExt as _;
-            options.mode(0o600);
-        }
-        let mut file = options.open(path).map_err(io_error)?;
-        file.write_all(contents.as_bytes()).map_err(io_error)?;
-        file.sync_all().map_err(io_error)?;
-        Ok(Self::new(path))
-    }
-}
-
-impl KeyProvider for FileKeyProvider {
-    fn load_key_ring(&self) -> Result<KeyRing, KeyError> {
-        let io_error = |source| KeyError::Io {
-            path: self.path.clone(),
-            source,
-        };
-        let size = std::fs::metadata(&self.path).map_err(io_error)?.len();
-        if size > KEY_RING_FILE_MAX_BYTES {
-            return Err(KeyError::FileTooLarge {
-                path: self.path.clone(),
-            });
-        }
-        let contents = Zeroizing::new(std::fs::read_to_string(&self.path).map_err(io_error)?);
-        KeyRing::from_json(&contents)
-    }
 }
 
 #[cfg(test)]
@@ -549,28 +547,42 @@ mod tests {
     }
 
     #[test]
-    fn file_provider_round_trip() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("keys.json");
-        let ring = fixed_ring();
-        let provider = FileKeyProvider::create(&path, &ring).unwrap();
-        let loaded = provider.load_key_ring().unwrap();
-        assert_eq!(loaded.active_kek_id(), "kek-b");
-        assert_eq!(loaded.kek("kek-a").unwrap().expose_bytes(), &[1; KEY_LEN]);
-        assert_eq!(loaded.fingerprint_key().expose_bytes(), &[3; KEY_LEN]);
+    fn next_kek_id_is_one_above_the_highest_version() {
+        let mut ring = KeyRing::generate("kek-test").unwrap();
+        assert_eq!(ring.next_kek_id(), "kek-1");
+        ring.add_active_kek("kek-1").unwrap();
+        ring.add_active_kek("kek-9").unwrap();
+        ring.add_active_kek("kek-10").unwrap();
+        assert_eq!(ring.next_kek_id(), "kek-11");
+        // A retired version is never handed out again.
+        ring.add_active_kek("kek-11").unwrap();
+        ring.remove_kek("kek-10").unwrap();
+        assert_eq!(ring.next_kek_id(), "kek-12");
+    }
 
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt as _;
-            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
-            assert_eq!(mode & 0o777, 0o600);
-        }
-        // Never overwrites an existing key ring.
+    #[test]
+    fn split_json_gives_the_same_ring_as_the_file() {
+        let kek = BASE64.encode([1u8; KEY_LEN]);
+        let fp = BASE64.encode([2u8; KEY_LEN]);
+        let keks = format!(
+            r#"{{"version":1,"active_kek_id":"kek-1","keks":[{{"id":"kek-1","key":"{kek}"}}]}}"#
+        );
+        let ring = KeyRing::from_split_json(&keks, &fp).unwrap();
+        assert_eq!(ring.active_kek_id(), "kek-1");
+        assert_eq!(ring.kek("kek-1").unwrap().expose_bytes(), &[1; KEY_LEN]);
+        assert_eq!(ring.fingerprint_key().expose_bytes(), &[2; KEY_LEN]);
+        // The fingerprint key belongs in its own secret, not in the KEK one.
+        let with_fp = format!(
+            r#"{{"version":1,"active_kek_id":"kek-1","keks":[{{"id":"kek-1","key":"{kek}"}}],"fingerprint_key":"{fp}"}}"#
+        );
         assert!(matches!(
-            FileKeyProvider::create(&path, &ring),
-            Err(KeyError::Io { .. })
+            KeyRing::from_split_json(&with_fp, &fp),
+            Err(KeyError::Format { .. })
         ));
-        let missing = FileKeyProvider::new(dir.path().join("absent.json"));
-        assert!(matches!(missing.load_key_ring(), Err(KeyError::Io { .. })));
+        // And it must still differ from every KEK.
+        assert!(matches!(
+            KeyRing::from_split_json(&keks, &kek),
+            Err(KeyError::FingerprintKeyReused)
+        ));
     }
 }

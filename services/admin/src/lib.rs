@@ -5,6 +5,8 @@
 //! - [`AdminConfig`]: the sections the commands need.
 //! - [`Command`] and [`run`]: the commands. `main.rs` parses arguments and
 //!   calls `run`; tests call `run` directly.
+//! - `keys.rs`: `keys init | rotate | retire | status`, the vault's key ring
+//!   and online KEK rotation.
 //!
 //! - `token.rs`: the local staff-token signing key and tokens for the
 //!   Internal API; `audit.rs`: verifying the audit trail's chain.
@@ -13,12 +15,11 @@
 //! created merchant's keys) and fail with a message on stderr.
 
 mod audit;
+pub mod keys;
 mod token;
 
 use std::io::Write;
-use std::path::PathBuf;
 
-use anyhow::Context;
 use clap::{Parser, Subcommand};
 use serde::Deserialize;
 use snakepay_config::sections::{ApiKeysConfig, DatabaseConfig, RegionConfig, VaultConfig};
@@ -28,6 +29,7 @@ use snakepay_internal_api::config::InternalApiSection;
 use snakepay_store::Store;
 use snakepay_store::merchants::{self, KeyHasher, KeyKind, KycStatus, NewMerchant};
 
+pub use keys::KeysCommand;
 pub use token::TokenCommand;
 
 #[derive(Debug, Clone, Deserialize)]
@@ -102,17 +104,6 @@ pub enum MerchantCommand {
         /// Mark KYC verified (local development only) and issue live keys too.
         #[arg(long)]
         verified: bool,
-    },
-}
-
-#[derive(Debug, Subcommand)]
-pub enum KeysCommand {
-    /// Create a new key ring file (key-encryption key + fingerprint key) at
-    /// the configured path, unless one exists.
-    Init {
-        /// Overrides vault.key_ring_path.
-        #[arg(long)]
-        path: Option<PathBuf>,
     },
 }
 
@@ -214,28 +205,7 @@ pub async fn run(
             store.close().await;
             result?;
         }
-        Command::Keys(KeysCommand::Init { path }) => {
-            let path = path.unwrap_or_else(|| config.vault.key_ring_path.clone());
-            if path.exists() {
-                writeln!(
-                    out,
-                    "{}",
-                    serde_json::json!({ "key_ring": path, "created": false })
-                )?;
-                return Ok(());
-            }
-            if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-                std::fs::create_dir_all(parent)
-                    .with_context(|| format!("creating {}", parent.display()))?;
-            }
-            let ring = snakepay_vault::KeyRing::generate("kek-1")?;
-            snakepay_vault::FileKeyProvider::create(&path, &ring)?;
-            writeln!(
-                out,
-                "{}",
-                serde_json::json!({ "key_ring": path, "created": true })
-            )?;
-        }
+        Command::Keys(command) => keys::run(config, command, out).await?,
     }
     Ok(())
 }

@@ -42,7 +42,7 @@ use snakepay_domain::ids::RegionNumber;
 use snakepay_http::{EdgeLimits, Health, ReadinessCheck, ServerHandle, health_routes, stripe_edge};
 use snakepay_store::Store;
 use snakepay_store::merchants::KeyHasher;
-use snakepay_vault::{FileKeyProvider, Vault};
+use snakepay_vault::Vault;
 
 pub use config::ExternalApiConfig;
 use state::{AppState, Inner};
@@ -56,13 +56,7 @@ const REAPER_INTERVAL: Duration = Duration::from_secs(15 * 60);
 fn app(config: &ExternalApiConfig) -> anyhow::Result<(axum::Router, AppState)> {
     let store = Store::connect_lazy(&config.database)?;
     store.export_pool_metrics();
-    let vault =
-        Vault::load(&FileKeyProvider::new(&config.vault.key_ring_path)).with_context(|| {
-            format!(
-                "loading the key ring {}",
-                config.vault.key_ring_path.display()
-            )
-        })?;
+    let vault = open_vault(&config.vault)?;
     let redis = config
         .redis
         .as_ref()
@@ -310,4 +304,13 @@ mod checkout_cors {
             None => next.run(request).await,
         }
     }
+}
+
+/// The vault with the configured key provider, reloading its key ring so a
+/// `snakepay-admin keys rotate` reaches this service without a restart.
+fn open_vault(config: &snakepay_config::sections::VaultConfig) -> anyhow::Result<Vault> {
+    let provider = snakepay_vault::key_provider(&config.key_provider, &config.key_ring_path)?;
+    let description = provider.describe();
+    Vault::reloading(provider, snakepay_vault::DEFAULT_RELOAD_INTERVAL)
+        .with_context(|| format!("loading the vault's keys from the {description}"))
 }

@@ -38,7 +38,7 @@ use anyhow::Context;
 use snakepay_bus::Publisher;
 use snakepay_http::{Health, ReadinessCheck, ServerHandle, health_routes};
 use snakepay_store::Store;
-use snakepay_vault::{FileKeyProvider, Vault};
+use snakepay_vault::Vault;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -87,13 +87,7 @@ impl RunningIntegration {
 pub async fn start(config: &IntegrationConfig) -> anyhow::Result<RunningIntegration> {
     let section = &config.integration;
     let store = Store::connect_lazy(&config.database)?;
-    let vault =
-        Vault::load(&FileKeyProvider::new(&config.vault.key_ring_path)).with_context(|| {
-            format!(
-                "loading the key ring {}",
-                config.vault.key_ring_path.display()
-            )
-        })?;
+    let vault = open_vault(&config.vault)?;
     let egress = Egress::new(&section.egress)?;
     let processor = SimProcessor::new(
         section.processor_sim.base_url.clone(),
@@ -201,4 +195,13 @@ pub async fn run(config: IntegrationConfig) -> anyhow::Result<()> {
     running.shutdown().await?;
     tracing::info!("integration service stopped");
     Ok(())
+}
+
+/// The vault with the configured key provider, reloading its key ring so a
+/// `snakepay-admin keys rotate` reaches this service without a restart.
+fn open_vault(config: &snakepay_config::sections::VaultConfig) -> anyhow::Result<Vault> {
+    let provider = snakepay_vault::key_provider(&config.key_provider, &config.key_ring_path)?;
+    let description = provider.describe();
+    Vault::reloading(provider, snakepay_vault::DEFAULT_RELOAD_INTERVAL)
+        .with_context(|| format!("loading the vault's keys from the {description}"))
 }
