@@ -1,7 +1,7 @@
 //! The test-control API under `/_sim`: fault settings and the record of
 //! everything the simulator did.
 
-use axum::extract::State;
+use axum::extract::{RawQuery, State};
 use axum::response::{IntoResponse, Response};
 use axum::{Json, Router, routing};
 use bytes::Bytes;
@@ -132,13 +132,75 @@ fn view<'a>(record: &'a Record, current: Option<&Authorization>) -> OperationVie
     }
 }
 
+/// The most operations one page of `GET /_sim/operations` holds.
+pub const MAX_OPERATIONS_PAGE: usize = 10_000;
+
+/// `?after_seq=&limit=`: a page of the record. Without either, the whole
+/// record at once (what small tests read).
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Paging {
+    after_seq: Option<u64>,
+    limit: Option<usize>,
+}
+
+impl Paging {
+    fn parse(query: Option<&str>) -> Result<Paging, ApiError> {
+        let mut paging = Paging::default();
+        for (name, value) in form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
+            match name.as_ref() {
+                "after_seq" => {
+                    paging.after_seq = Some(value.parse().map_err(|_| {
+                        ApiError::invalid("after_seq", "must be a sequence number")
+                    })?);
+                }
+                "limit" => {
+                    let limit = value
+                        .parse()
+                        .ok()
+                        .filter(|limit| (1..=MAX_OPERATIONS_PAGE).contains(limit));
+                    paging.limit = Some(limit.ok_or_else(|| {
+                        ApiError::invalid(
+                            "limit",
+                            format!("must be between 1 and {MAX_OPERATIONS_PAGE}"),
+                        )
+                    })?);
+                }
+                _ => {}
+            }
+        }
+        Ok(paging)
+    }
+
+    fn is_paged(&self) -> bool {
+        self.after_seq.is_some() || self.limit.is_some()
+    }
+}
+
 /// Everything the simulator did, oldest first, and every authorization as
 /// it stands now (with `amount_captured` and `amount_refunded`), for tests
-/// that reconcile "charged exactly once".
-async fn list_operations(State(app): State<SharedApp>) -> Response {
+/// and `snakepay-admin verify`, which reconcile "charged exactly once".
+///
+/// Paged (`after_seq`, `limit`), it holds the operations after `after_seq`,
+/// at most `limit` of them, `has_more` when later ones exist, and only the
+/// authorizations those operations touched, as they stand now: a reader that
+/// walks every page sees every authorization at least once.
+async fn list_operations(
+    State(app): State<SharedApp>,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
+    let paging = Paging::parse(query.as_deref())?;
     let ledger = app.ledger.lock().await;
-    let operations: Vec<OperationView<'_>> = ledger
-        .records()
+    let records = ledger.records();
+    // Records are appended in `seq` order.
+    let start = paging
+        .after_seq
+        .map_or(0, |after| records.partition_point(|r| r.seq <= after));
+    let rest = records.get(start..).unwrap_or_default();
+    let page = match paging.limit {
+        Some(limit) => rest.get(..limit).unwrap_or(rest),
+        None => rest,
+    };
+    let operations: Vec<OperationView<'_>> = page
         .iter()
         .map(|record| {
             let current = record
@@ -148,10 +210,23 @@ async fn list_operations(State(app): State<SharedApp>) -> Response {
             view(record, current)
         })
         .collect();
-    Json(json!({
+    let authorizations: Vec<&Authorization> = if paging.is_paged() {
+        let touched: std::collections::BTreeSet<&str> = page
+            .iter()
+            .filter_map(|record| record.authorization.as_ref().map(|a| a.id.as_str()))
+            .collect();
+        touched
+            .into_iter()
+            .filter_map(|id| ledger.authorization(id))
+            .collect()
+    } else {
+        ledger.authorizations()
+    };
+    Ok(Json(json!({
         "object": "list",
         "operations": operations,
-        "authorizations": ledger.authorizations(),
+        "authorizations": authorizations,
+        "has_more": page.len() < rest.len(),
     }))
-    .into_response()
+    .into_response())
 }

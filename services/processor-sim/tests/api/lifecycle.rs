@@ -234,3 +234,77 @@ async fn the_record_lists_every_operation_with_its_final_status() {
     assert_eq!(authorizations[0]["amount_refunded"], 100);
     sim.stop().await;
 }
+
+#[tokio::test]
+async fn the_record_can_be_read_in_pages_with_the_authorizations_each_page_touched() {
+    let sim = TestSim::start().await;
+    let first = approved(&sim).await;
+    let second = approved(&sim).await;
+    sim.call(
+        &format!("/v1/authorizations/{first}/capture"),
+        &key("capture"),
+        &json!({}),
+    )
+    .await;
+
+    let page = |query: &'static str| {
+        let sim = &sim;
+        async move {
+            let response = sim.get(&format!("/_sim/operations?{query}")).await;
+            let status = response.status();
+            (status, response.json::<Value>().await.unwrap())
+        }
+    };
+    let (status, one) = page("limit=2").await;
+    assert_eq!(status, StatusCode::OK);
+    let seqs = |body: &Value| -> Vec<i64> {
+        body["operations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|op| op["seq"].as_i64().unwrap())
+            .collect()
+    };
+    let ids = |body: &Value| -> Vec<String> {
+        body["authorizations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a["id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(seqs(&one), [1, 2]);
+    assert_eq!(one["has_more"], true);
+    let mut expected = vec![first.clone(), second.clone()];
+    expected.sort();
+    assert_eq!(ids(&one), expected);
+    // The authorizations as they stand now, not as the page's operations left them.
+    let captured = one["authorizations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["id"] == first.as_str())
+        .unwrap();
+    assert_eq!(captured["status"], "captured");
+
+    let (_, two) = page("after_seq=2&limit=2").await;
+    assert_eq!(seqs(&two), [3]);
+    assert_eq!(two["has_more"], false);
+    assert_eq!(ids(&two), [first]);
+
+    let (_, past) = page("after_seq=3").await;
+    assert_eq!(seqs(&past), Vec::<i64>::new());
+    assert_eq!(past["has_more"], false);
+
+    // Without paging: everything, as before.
+    let all = sim.operations().await;
+    assert_eq!(seqs(&all), [1, 2, 3]);
+    assert_eq!(all["authorizations"].as_array().unwrap().len(), 2);
+
+    for bad in ["limit=0", "limit=10001", "after_seq=x"] {
+        let (status, body) = page(bad).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}");
+        assert_eq!(body["error"], "invalid_request", "{bad}");
+    }
+    sim.stop().await;
+}
