@@ -34,6 +34,8 @@
 //! - [`idempotency`]: claiming keys, storing and replaying responses, reaping.
 //! - [`search`]: back-office reads across shards: payment search with a
 //!   region-wide cursor, a payment's story, ledger balances, trial balance.
+//! - [`verify`]: read-only queries for `snakepay-admin verify`, the
+//!   invariant checker, in one snapshot per shard.
 //! - [`testing`] (feature `testing`): a fresh set of databases per test,
 //!   cloned from migrated templates.
 //!
@@ -61,6 +63,7 @@ pub mod retry;
 pub mod search;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod verify;
 pub mod webhook_deliveries;
 pub mod webhook_endpoints;
 

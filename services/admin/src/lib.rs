@@ -7,19 +7,24 @@
 //!   calls `run`; tests call `run` directly.
 //! - `keys.rs`: `keys init | rotate | retire | status`, the vault's key ring
 //!   and online KEK rotation.
-//!
 //! - `token.rs`: the local staff-token signing key and tokens for the
 //!   Internal API; `audit.rs`: verifying the audit trail's chain.
+//! - [`verify`]: the invariant checker behind `verify`, usable as a library
+//!   (`verify::run(&store, &options)`), e.g. by fault-injection tests.
 //!
 //! Commands print what they did on stdout as JSON (so scripts can read the
-//! created merchant's keys) and fail with a message on stderr.
+//! created merchant's keys) and fail with a message on stderr. `verify`
+//! prints a table (or JSON with `--json`) and exits 1 when it finds
+//! violations, 2 when it cannot check.
 
 mod audit;
 pub mod keys;
 mod token;
+pub mod verify;
 
 use std::io::Write;
 
+use anyhow::Context;
 use clap::{Parser, Subcommand};
 use serde::Deserialize;
 use snakepay_config::sections::{ApiKeysConfig, DatabaseConfig, RegionConfig, VaultConfig};
@@ -28,6 +33,7 @@ use snakepay_domain::ids::RegionNumber;
 use snakepay_internal_api::config::InternalApiSection;
 use snakepay_store::Store;
 use snakepay_store::merchants::{self, KeyHasher, KeyKind, KycStatus, NewMerchant};
+use url::Url;
 
 pub use keys::KeysCommand;
 pub use token::TokenCommand;
@@ -41,6 +47,23 @@ pub struct AdminConfig {
     /// For `token …`: where the local signing key and JWKS are.
     #[serde(default)]
     pub internal_api: Option<InternalApiSection>,
+    /// What `verify` reads of the integration service's section, if the
+    /// file has one.
+    #[serde(default)]
+    pub integration: Option<IntegrationView>,
+}
+
+/// The keys of `[integration]` that `verify` uses: where the processor is
+/// and how long the reconciler leaves a payment in flight. The section's
+/// other keys are the integration service's, checked by it and ignored here
+/// (so no `deny_unknown_fields`).
+#[derive(Debug, Clone, Deserialize)]
+pub struct IntegrationView {
+    #[serde(default)]
+    pub reconcile_after_ms: Option<u64>,
+    /// `base_url` and `api_key` (its `notification_secret` is ignored).
+    #[serde(default)]
+    pub processor_sim: Option<verify::ProcessorAccess>,
 }
 
 impl Validate for AdminConfig {
@@ -48,6 +71,17 @@ impl Validate for AdminConfig {
         self.region.validate("region")?;
         self.database.validate("database")?;
         self.api_keys.validate("api_keys")?;
+        if let Some(sim) = self
+            .integration
+            .as_ref()
+            .and_then(|i| i.processor_sim.as_ref())
+        {
+            snakepay_config::sections::require_scheme(
+                &sim.base_url,
+                &["http", "https"],
+                "integration.processor_sim.base_url",
+            )?;
+        }
         self.vault.validate("vault")?;
         if let Some(section) = &self.internal_api {
             section.validate("internal_api")?;
@@ -82,6 +116,9 @@ pub enum Command {
     /// The audit trail.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Check the region's invariants (docs/reliability.md) and list every
+    /// violation. Exit code 0: none; 1: violations; 2: the check could not run.
+    Verify(VerifyArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -89,6 +126,87 @@ pub enum AuditCommand {
     /// Recompute the hash chain; exits non-zero naming the first altered
     /// or missing row.
     Verify,
+}
+
+impl Command {
+    /// The exit code when the command fails with an error.
+    pub fn error_exit_code(&self) -> u8 {
+        match self {
+            Command::Verify(_) => verify::EXIT_CANNOT_RUN,
+            _ => 1,
+        }
+    }
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct VerifyArgs {
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Ignore what changed in the last SECONDS where a check needs a quiet
+    /// system (the processor's newest work, unpublished outbox rows).
+    #[arg(long, value_name = "SECONDS", default_value_t = verify::DEFAULT_SETTLE_SECONDS)]
+    pub settle_seconds: f64,
+    /// How long a payment may stay in flight before the reconciler takes it
+    /// up [default: integration.reconcile_after_ms, else 60].
+    #[arg(long, value_name = "SECONDS")]
+    pub reconcile_window_seconds: Option<f64>,
+    /// The processor simulator's base URL [default:
+    /// integration.processor_sim.base_url]; its key is
+    /// integration.processor_sim.api_key.
+    #[arg(long, value_name = "URL")]
+    pub processor_url: Option<Url>,
+    /// Skip the checks against the processor's record.
+    #[arg(long, conflicts_with = "processor_url")]
+    pub skip_processor: bool,
+}
+
+/// How a command that did not fail ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Finished {
+    Done,
+    /// `verify` found violations (and listed them).
+    ViolationsFound,
+}
+
+impl Finished {
+    pub fn exit_code(self) -> u8 {
+        match self {
+            Finished::Done => 0,
+            Finished::ViolationsFound => verify::EXIT_VIOLATIONS,
+        }
+    }
+}
+
+/// `verify`'s options from its arguments and the configuration.
+pub fn verify_options(config: &AdminConfig, args: &VerifyArgs) -> anyhow::Result<verify::Options> {
+    let integration = config.integration.as_ref();
+    let configured = integration.and_then(|i| i.processor_sim.as_ref());
+    let processor = if args.skip_processor {
+        None
+    } else {
+        let mut access = configured.cloned().context(
+            "no processor to check against: set [integration.processor_sim] base_url and api_key \
+             (as the integration service has them), or pass --skip-processor",
+        )?;
+        if let Some(url) = &args.processor_url {
+            access.base_url = url.clone();
+        }
+        Some(access)
+    };
+    let reconcile_window_seconds = match args.reconcile_window_seconds {
+        Some(seconds) => seconds,
+        None => integration
+            .and_then(|i| i.reconcile_after_ms)
+            .map_or(verify::DEFAULT_RECONCILE_WINDOW_SECONDS, |ms| {
+                ms as f64 / 1000.0
+            }),
+    };
+    Ok(verify::Options {
+        settle_seconds: args.settle_seconds,
+        reconcile_window_seconds,
+        processor,
+    })
 }
 
 #[derive(Debug, Subcommand)]
@@ -111,7 +229,7 @@ pub async fn run(
     config: &AdminConfig,
     command: Command,
     out: &mut impl Write,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Finished> {
     match command {
         Command::Migrate => {
             let store = Store::connect_lazy(&config.database)?;
@@ -206,6 +324,21 @@ pub async fn run(
             result?;
         }
         Command::Keys(command) => keys::run(config, command, out).await?,
+        Command::Verify(args) => {
+            let options = verify_options(config, &args)?;
+            let store = Store::connect_lazy(&config.database)?;
+            let report = verify::run(&store, &options).await;
+            store.close().await;
+            let report = report?;
+            if args.json {
+                verify::write_json(out, &report)?;
+            } else {
+                verify::write_table(out, &report)?;
+            }
+            if !report.is_clean() {
+                return Ok(Finished::ViolationsFound);
+            }
+        }
     }
-    Ok(())
+    Ok(Finished::Done)
 }
