@@ -434,6 +434,24 @@ impl Pipeline {
         );
     }
 
+    /// `snakepay-admin verify` finds nothing wrong with what the test did
+    /// (run after [`Pipeline::assert_invariants`] has waited for quiet).
+    pub async fn assert_verify_is_clean(&self) {
+        let options = snakepay_admin::verify::Options {
+            settle_seconds: 0.0,
+            reconcile_window_seconds: self.integration_config.integration.reconcile_after_ms as f64
+                / 1000.0,
+            processor: Some(snakepay_admin::verify::ProcessorAccess {
+                base_url: self.sim.base_url().parse().unwrap(),
+                api_key: SIM_API_KEY.to_owned(),
+            }),
+        };
+        let report = snakepay_admin::verify::run(&self.db.store, &options)
+            .await
+            .unwrap();
+        assert!(report.is_clean(), "verify: {:#?}", report.violations);
+    }
+
     /// Changes the simulator's fault settings while it runs.
     pub async fn sim_faults(&self, settings: Value) {
         let response = self
@@ -452,6 +470,7 @@ impl Pipeline {
     /// collecting hundreds slows down).
     pub async fn finish(mut self) {
         self.assert_invariants().await;
+        self.assert_verify_is_clean().await;
         self.stop_integration().await;
         let topology = snakepay_bus::Topology::new(&self.prefix, 5);
         let connection = snakepay_bus::connect(&amqp_url()).await.unwrap();
