@@ -92,7 +92,7 @@ impl Redis {
             if let Some(redis) = weak.upgrade() {
                 CIRCUIT_BREAKERS
                     .get_or_create(&labels([("breaker", "redis")]))
-                    .set(redis.breaker_gauge());
+                    .set(redis.breaker.state().gauge_value());
             }
         });
         Ok(redis)
@@ -171,15 +171,6 @@ impl Redis {
             .degraded
             .get_or_create(&labels([("dependency", "redis")]))
             .inc();
-    }
-
-    /// 0 closed, 1 half-open, 2 open (`snakepay_circuit_breaker_state`).
-    fn breaker_gauge(&self) -> i64 {
-        match self.breaker.state() {
-            BreakerState::Closed { .. } => 0,
-            BreakerState::HalfOpen { .. } => 1,
-            BreakerState::Open { .. } => 2,
-        }
     }
 
     pub(crate) fn mark_dirty(&self) {

@@ -93,3 +93,16 @@ pub async fn spawn_admin(addr: Option<SocketAddr>) -> std::io::Result<Option<Ser
     tracing::info!(http.addr = %handle.addr(), "metrics listening");
     Ok(Some(handle))
 }
+
+/// Serves `app` on `listen_addr` in the background, with the admin listener
+/// on `metrics_addr` (if any) attached to the returned handle: what every
+/// service's `start` does.
+pub async fn spawn_with_admin(
+    listen_addr: SocketAddr,
+    metrics_addr: Option<SocketAddr>,
+    app: Router,
+    grace: Duration,
+) -> std::io::Result<ServerHandle> {
+    let admin = spawn_admin(metrics_addr).await?;
+    Ok(spawn(listen_addr, app, grace).await?.with_admin(admin))
+}

@@ -48,6 +48,18 @@ pub enum BreakerState {
     },
 }
 
+impl BreakerState {
+    /// The state as the `snakepay_circuit_breaker_state` gauge shows it:
+    /// 0 closed, 1 half-open, 2 open (docs/metrics.md).
+    pub fn gauge_value(&self) -> i64 {
+        match self {
+            BreakerState::Closed { .. } => 0,
+            BreakerState::HalfOpen { .. } => 1,
+            BreakerState::Open { .. } => 2,
+        }
+    }
+}
+
 pub struct Breaker {
     state: Mutex<BreakerState>,
     clock: Arc<dyn Clock>,

@@ -110,7 +110,7 @@ pub async fn journal_problems(conn: &mut PgConnection) -> anyhow::Result<Vec<Jou
 /// The sum of one account's lines over every journal of one intent, in one
 /// currency: debits minus credits (the checker turns it to the account's
 /// normal side).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct LedgerSum {
     /// `None` for journals that name no intent.
     pub payment_intent_id: Option<String>,
@@ -120,29 +120,20 @@ pub struct LedgerSum {
 }
 
 pub async fn ledger_sums(conn: &mut PgConnection) -> anyhow::Result<Vec<LedgerSum>> {
-    let rows = sqlx::query(
+    Ok(sqlx::query_as(
         "select j.payment_intent_id, l.account, l.currency,
-                sum(case when l.side = 'debit' then l.amount else -l.amount end)::bigint as net
+                sum(case when l.side = 'debit' then l.amount else -l.amount end)::bigint
+                    as debits_minus_credits
          from journal_lines l join journals j on j.id = l.journal_id
          group by j.payment_intent_id, l.account, l.currency
          order by j.payment_intent_id, l.account, l.currency",
     )
     .fetch_all(&mut *conn)
-    .await?;
-    rows.iter()
-        .map(|row| {
-            Ok(LedgerSum {
-                payment_intent_id: row.try_get("payment_intent_id")?,
-                account: row.try_get("account")?,
-                currency: row.try_get("currency")?,
-                debits_minus_credits: row.try_get("net")?,
-            })
-        })
-        .collect()
+    .await?)
 }
 
 /// An intent's status and stored money fields.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
 pub struct IntentFacts {
     pub id: String,
     pub merchant_id: String,
@@ -161,36 +152,18 @@ pub struct IntentFacts {
 }
 
 pub async fn intents(conn: &mut PgConnection) -> anyhow::Result<Vec<IntentFacts>> {
-    let rows = sqlx::query(
+    Ok(sqlx::query_as(
         "select id, merchant_id, status, currency, amount, amount_capturable, amount_received,
                 amount_refunded, amount_refund_pending, authorized_attempt_id, pending,
                 extract(epoch from now() - updated_at)::float8 as age_seconds
          from payment_intents order by id",
     )
     .fetch_all(&mut *conn)
-    .await?;
-    rows.iter()
-        .map(|row| {
-            Ok(IntentFacts {
-                id: row.try_get("id")?,
-                merchant_id: row.try_get("merchant_id")?,
-                status: row.try_get("status")?,
-                currency: row.try_get("currency")?,
-                amount: row.try_get("amount")?,
-                amount_capturable: row.try_get("amount_capturable")?,
-                amount_received: row.try_get("amount_received")?,
-                amount_refunded: row.try_get("amount_refunded")?,
-                amount_refund_pending: row.try_get("amount_refund_pending")?,
-                authorized_attempt_id: row.try_get("authorized_attempt_id")?,
-                pending: row.try_get("pending")?,
-                age_seconds: row.try_get("age_seconds")?,
-            })
-        })
-        .collect()
+    .await?)
 }
 
 /// An attempt and the processor's ID of its authorization, if known.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct AttemptFacts {
     pub id: String,
     pub payment_intent_id: String,
@@ -200,27 +173,16 @@ pub struct AttemptFacts {
 }
 
 pub async fn attempts(conn: &mut PgConnection) -> anyhow::Result<Vec<AttemptFacts>> {
-    let rows = sqlx::query(
+    Ok(sqlx::query_as(
         "select id, payment_intent_id, status, processor, processor_reference
          from payment_attempts order by id",
     )
     .fetch_all(&mut *conn)
-    .await?;
-    rows.iter()
-        .map(|row| {
-            Ok(AttemptFacts {
-                id: row.try_get("id")?,
-                payment_intent_id: row.try_get("payment_intent_id")?,
-                status: row.try_get("status")?,
-                processor: row.try_get("processor")?,
-                processor_reference: row.try_get("processor_reference")?,
-            })
-        })
-        .collect()
+    .await?)
 }
 
 /// A refund, with the journals that name it.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
 pub struct RefundFacts {
     pub id: String,
     pub payment_intent_id: String,
@@ -237,7 +199,7 @@ pub struct RefundFacts {
 }
 
 pub async fn refunds(conn: &mut PgConnection) -> anyhow::Result<Vec<RefundFacts>> {
-    let rows = sqlx::query(
+    Ok(sqlx::query_as(
         "with booked as (
              select j.refund_id, count(distinct j.id) as journals,
                     coalesce(sum(l.amount) filter (
@@ -253,22 +215,7 @@ pub async fn refunds(conn: &mut PgConnection) -> anyhow::Result<Vec<RefundFacts>
          order by r.id",
     )
     .fetch_all(&mut *conn)
-    .await?;
-    rows.iter()
-        .map(|row| {
-            Ok(RefundFacts {
-                id: row.try_get("id")?,
-                payment_intent_id: row.try_get("payment_intent_id")?,
-                attempt_id: row.try_get("attempt_id")?,
-                status: row.try_get("status")?,
-                amount: row.try_get("amount")?,
-                currency: row.try_get("currency")?,
-                age_seconds: row.try_get("age_seconds")?,
-                journals: row.try_get("journals")?,
-                journal_amount: row.try_get("journal_amount")?,
-            })
-        })
-        .collect()
+    .await?)
 }
 
 /// An idempotency key whose request created payment intents: the key's

@@ -186,12 +186,13 @@ pub async fn start(config: &ExternalApiConfig) -> anyhow::Result<ServerHandle> {
     spawn_reply_listener(&state, config);
     spawn_reaper(state);
     let grace = Duration::from_millis(config.external_api.http.shutdown_grace_ms);
-    let admin = snakepay_http::admin::spawn_admin(config.external_api.http.metrics_addr).await?;
-    Ok(
-        snakepay_http::spawn(config.external_api.http.listen_addr, app, grace)
-            .await?
-            .with_admin(admin),
+    Ok(snakepay_http::admin::spawn_with_admin(
+        config.external_api.http.listen_addr,
+        config.external_api.http.metrics_addr,
+        app,
+        grace,
     )
+    .await?)
 }
 
 /// Serves until SIGTERM or SIGINT, then drains in-flight requests.

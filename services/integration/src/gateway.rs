@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::processor::{CallError, CallResult, CountedOutcome, Processor};
-use snakepay_resilience::{Breaker, BreakerState};
+use snakepay_resilience::Breaker;
 use snakepay_telemetry::metrics::{self, PAYMENTS, labels};
 
 pub struct Gateway {
@@ -101,15 +101,6 @@ impl Gateway {
                 }
                 Err(other) => return Err(other),
             }
-        }
-    }
-
-    /// 0 closed, 1 half-open, 2 open (`snakepay_circuit_breaker_state`).
-    pub fn breaker_gauge(&self) -> i64 {
-        match self.breaker.state() {
-            BreakerState::Closed { .. } => 0,
-            BreakerState::HalfOpen { .. } => 1,
-            BreakerState::Open { .. } => 2,
         }
     }
 

@@ -134,7 +134,7 @@ pub async fn start(config: &IntegrationConfig) -> anyhow::Result<RunningIntegrat
             let name = format!("processor_{}", pipeline.gateway.processor.name());
             snakepay_telemetry::metrics::CIRCUIT_BREAKERS
                 .get_or_create(&snakepay_telemetry::metrics::labels([("breaker", &name)]))
-                .set(pipeline.gateway.breaker_gauge());
+                .set(pipeline.gateway.breaker.state().gauge_value());
         }
     });
     let (shutdown, stop) = watch::channel(false);
@@ -157,12 +157,14 @@ pub async fn start(config: &IntegrationConfig) -> anyhow::Result<RunningIntegrat
     .merge(health_routes(checks));
     let app = snakepay_http::admin::record_requests(snakepay_http::admin::mark_routes(app));
     let grace = Duration::from_millis(section.http.shutdown_grace_ms);
-    let admin = snakepay_http::admin::spawn_admin(section.http.metrics_addr)
-        .await
-        .context("binding the metrics address")?;
-    let server = snakepay_http::spawn(section.http.listen_addr, app, grace)
-        .await?
-        .with_admin(admin);
+    let server = snakepay_http::admin::spawn_with_admin(
+        section.http.listen_addr,
+        section.http.metrics_addr,
+        app,
+        grace,
+    )
+    .await
+    .context("binding the listeners")?;
     tracing::info!(http.addr = %server.addr(), "integration service listening");
     Ok(RunningIntegration {
         server,

@@ -115,12 +115,13 @@ async fn app(config: &InternalApiConfig) -> anyhow::Result<axum::Router> {
 pub async fn start(config: &InternalApiConfig) -> anyhow::Result<ServerHandle> {
     let app = app(config).await?;
     let grace = Duration::from_millis(config.internal_api.http.shutdown_grace_ms);
-    let admin = snakepay_http::admin::spawn_admin(config.internal_api.http.metrics_addr).await?;
-    Ok(
-        snakepay_http::spawn(config.internal_api.http.listen_addr, app, grace)
-            .await?
-            .with_admin(admin),
+    Ok(snakepay_http::admin::spawn_with_admin(
+        config.internal_api.http.listen_addr,
+        config.internal_api.http.metrics_addr,
+        app,
+        grace,
     )
+    .await?)
 }
 
 /// Serves until SIGTERM or SIGINT, then drains in-flight requests.

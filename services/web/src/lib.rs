@@ -151,12 +151,13 @@ fn api_check(api_base: &str) -> anyhow::Result<ReadinessCheck> {
 pub async fn start(config: &WebConfig) -> anyhow::Result<ServerHandle> {
     let app = app(config)?;
     let grace = Duration::from_millis(config.web.http.shutdown_grace_ms);
-    let admin = snakepay_http::admin::spawn_admin(config.web.http.metrics_addr).await?;
-    Ok(
-        snakepay_http::spawn(config.web.http.listen_addr, app, grace)
-            .await?
-            .with_admin(admin),
+    Ok(snakepay_http::admin::spawn_with_admin(
+        config.web.http.listen_addr,
+        config.web.http.metrics_addr,
+        app,
+        grace,
     )
+    .await?)
 }
 
 /// Serves until SIGTERM or SIGINT, then drains in-flight requests.
