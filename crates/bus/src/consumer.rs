@@ -20,6 +20,7 @@ use lapin::types::FieldTable;
 use lapin::{Acker, Connection};
 
 use snakepay_telemetry::metrics::{BROKER, labels};
+use tracing::Instrument;
 
 use crate::envelope::{Envelope, traceparent_header};
 use crate::short;
@@ -116,12 +117,27 @@ where
                 Ok(envelope) => {
                     let traceparent =
                         traceparent_header(&properties).or_else(|| envelope.traceparent.clone());
+                    // The message's work continues the trace of whatever
+                    // wrote it (the API request, the outcome that raised
+                    // the event).
+                    let span = tracing::info_span!(
+                        parent: None,
+                        "consume",
+                        otel.name = %format_args!("{queue} process"),
+                        otel.kind = "consumer",
+                        messaging.system = "rabbitmq",
+                        messaging.destination.name = queue,
+                        messaging.message.id = %envelope.id,
+                        messaging.rabbitmq.destination.routing_key = routing_key.as_str(),
+                    );
+                    snakepay_telemetry::trace::set_parent(&span, traceparent.as_deref());
                     handler(Message {
                         envelope,
                         routing_key: routing_key.as_str().to_owned(),
                         redelivered,
                         traceparent,
                     })
+                    .instrument(span)
                     .await
                 }
                 Err(error) => {

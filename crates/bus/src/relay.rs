@@ -128,6 +128,10 @@ async fn relay_shard(
     }
 
     let mut messages = Vec::with_capacity(rows.len());
+    // One producer span per message, a child of the span that wrote the
+    // row; the message carries the producer span's context, so its consumer
+    // follows in the same trace. The spans end once the broker confirmed.
+    let mut publish_spans = Vec::with_capacity(rows.len());
     for row in &rows {
         let exchange = topology.exchange_for(&row.routing_key).with_context(|| {
             format!(
@@ -135,6 +139,19 @@ async fn relay_shard(
                 row.id, row.routing_key
             )
         })?;
+        let span = tracing::info_span!(
+            parent: None,
+            "outbox.publish",
+            otel.name = %format_args!("{exchange} publish"),
+            otel.kind = "producer",
+            messaging.system = "rabbitmq",
+            messaging.destination.name = %exchange,
+            messaging.rabbitmq.destination.routing_key = %row.routing_key,
+        );
+        snakepay_telemetry::trace::set_parent(&span, row.traceparent.as_deref());
+        let traceparent =
+            snakepay_telemetry::trace::traceparent_of(&span).or_else(|| row.traceparent.clone());
+        publish_spans.push(span);
         messages.push(Outgoing {
             exchange,
             routing_key: row.routing_key.clone(),
@@ -144,7 +161,7 @@ async fn relay_shard(
                 id: format!("outbox_{shard}_{}", row.id),
                 kind: row.routing_key.clone(),
                 occurred_at: row.created_at_ms,
-                traceparent: row.traceparent.clone(),
+                traceparent,
                 payload: row.payload.clone(),
             },
         });
@@ -162,6 +179,7 @@ async fn relay_shard(
         .await
         .context("marking outbox rows")?;
     tx.commit().await.context("commit")?;
+    drop(publish_spans);
     OUTBOX
         .published
         .inc_by(u64::try_from(ids.len()).unwrap_or(0));

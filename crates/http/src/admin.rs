@@ -7,7 +7,8 @@
 //!   known inside the router, while a timeout or a 404 is answered by the
 //!   edge around it; so the outer layer hands the request a slot, the inner
 //!   one fills it with the matched template, and the outer one records
-//!   whatever answered.
+//!   whatever answered. The outer layer also opens the request's server
+//!   span (docs/observability.md), continuing the caller's trace.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
@@ -18,6 +19,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::{Router, routing};
 use snakepay_telemetry::metrics::{self, HTTP, labels};
+use tracing::Instrument;
 
 use crate::server::{ServerHandle, spawn};
 
@@ -37,6 +39,13 @@ async fn mark_route(request: Request, next: Next) -> Response {
         request.extensions().get::<MatchedPath>(),
     ) {
         let _ = slot.0.set(path.as_str().to_owned());
+        // Name the server span now, so the handler's log lines carry it.
+        let span = tracing::Span::current();
+        span.record(
+            "otel.name",
+            format!("{} {}", request.method(), path.as_str()),
+        );
+        span.record("http.route", path.as_str());
     }
     next.run(request).await
 }
@@ -52,9 +61,31 @@ async fn record(mut request: Request, next: Next) -> Response {
     let slot = RouteSlot::default();
     request.extensions_mut().insert(slot.clone());
     let method = request.method().as_str().to_owned();
+    // The server span: named `{method} {route}` once the router has matched
+    // (the template, never the path, which holds IDs), a child of the
+    // caller's span when it sent a `traceparent`, else a root of its own
+    // (never a child of the serving task's lifecycle span).
+    let span = tracing::info_span!(
+        parent: None,
+        "http.request",
+        otel.name = %method,
+        otel.kind = "server",
+        otel.status_code = tracing::field::Empty,
+        http.request.method = %method,
+        http.route = tracing::field::Empty,
+        http.response.status_code = tracing::field::Empty,
+    );
+    snakepay_telemetry::trace::extract_http(&span, request.headers());
     let started = Instant::now();
-    let response = next.run(request).await;
+    let response = next.run(request).instrument(span.clone()).await;
     let route = slot.0.get().map_or("unmatched", String::as_str);
+    if slot.0.get().is_none() {
+        span.record("otel.name", format!("{method} {route}"));
+    }
+    span.record("http.response.status_code", response.status().as_u16());
+    if response.status().is_server_error() {
+        span.record("otel.status_code", "error");
+    }
     HTTP.requests
         .get_or_create(&labels([
             ("method", &method),

@@ -5,6 +5,7 @@ use std::future::{Future, IntoFuture};
 use std::io;
 use std::net::SocketAddr;
 use std::time::Duration;
+use tracing::Instrument;
 
 use axum::Router;
 use tokio::net::{TcpListener, ToSocketAddrs};
@@ -111,7 +112,7 @@ pub async fn spawn(
         // A dropped handle shuts the server down too.
         let _ = rx.await;
     };
-    let task = tokio::spawn(serve(listener, app, shutdown, grace));
+    let task = tokio::spawn(serve(listener, app, shutdown, grace).in_current_span());
     Ok(ServerHandle {
         addr,
         shutdown: Some(tx),

@@ -67,7 +67,8 @@ fn routable(routing_key: &str) -> bool {
     })
 }
 
-/// Writes all messages in one statement. A routing key the relay could not
+/// Writes all messages in one statement, with the current span's trace
+/// context in their headers. A routing key the relay could not
 /// route is refused here, in the writer's transaction, rather than found
 /// later by the relay, where it would hold up its whole shard.
 pub async fn enqueue(
@@ -85,11 +86,19 @@ pub async fn enqueue(
     }
     let keys: Vec<&str> = messages.iter().map(|m| m.routing_key.as_str()).collect();
     let payloads: Vec<serde_json::Value> = messages.iter().map(|m| m.payload.clone()).collect();
+    // The messages continue the current trace (the request or message
+    // being handled); the relay and the broker carry it to the consumer.
+    let headers = match snakepay_telemetry::trace::current_traceparent() {
+        Some(traceparent) => serde_json::json!({ "traceparent": traceparent }),
+        None => serde_json::json!({}),
+    };
     sqlx::query(
-        "insert into outbox (routing_key, payload) select * from unnest($1::text[], $2::jsonb[])",
+        "insert into outbox (routing_key, payload, headers)
+         select key, payload, $3 from unnest($1::text[], $2::jsonb[]) as m(key, payload)",
     )
     .bind(&keys)
     .bind(&payloads)
+    .bind(&headers)
     .execute(&mut **tx)
     .await?;
     Ok(())

@@ -19,6 +19,29 @@ pub fn is_retryable(error: &sqlx::Error) -> bool {
     }
 }
 
+/// [`retry`] inside a database client span named `name` (e.g.
+/// `commit authorization`): the transaction's time, conflicts and retries
+/// included, shows in the payment's trace.
+pub async fn transaction<T, E, F, Fut>(name: &'static str, attempt: F) -> Result<T, E>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+    E: AsRetryable,
+{
+    let span = tracing::info_span!(
+        "db.transaction",
+        otel.name = name,
+        otel.kind = "client",
+        otel.status_code = tracing::field::Empty,
+        db.system = "postgresql",
+    );
+    let result = tracing::Instrument::instrument(retry(attempt), span.clone()).await;
+    if result.is_err() {
+        span.record("otel.status_code", "error");
+    }
+    result
+}
+
 /// Runs `attempt` until it succeeds, fails with a non-retryable error, or
 /// has run [`MAX_ATTEMPTS`] times; backs off a little between attempts.
 pub async fn retry<T, E, F, Fut>(mut attempt: F) -> Result<T, E>

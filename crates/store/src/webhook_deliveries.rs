@@ -107,7 +107,8 @@ pub struct FanOut {
 /// Creates one pending delivery, due at `now_ms`, for every endpoint of the
 /// event's merchant and mode that is enabled, not deleted, and subscribed
 /// to the event's type (or to `*`). Deliveries that exist already are left
-/// alone, so running it twice for one event creates nothing twice.
+/// alone, so running it twice for one event creates nothing twice. Each
+/// delivery keeps the current span's trace context for its attempts.
 pub async fn create_for_event(
     tx: &mut Transaction<'_, Postgres>,
     event: EventId,
@@ -121,8 +122,8 @@ pub async fn create_for_event(
              where id = $1 and merchant_id = $2 and livemode = $3
          ), created as (
              insert into webhook_deliveries (event_id, endpoint_id, merchant_id, livemode,
-                 next_attempt_at_ms, created_at_ms)
-             select event.id, endpoint.id, endpoint.merchant_id, endpoint.livemode, $4, $4
+                 next_attempt_at_ms, created_at_ms, traceparent)
+             select event.id, endpoint.id, endpoint.merchant_id, endpoint.livemode, $4, $4, $5
              from event join webhook_endpoints endpoint
                on endpoint.merchant_id = event.merchant_id and endpoint.livemode = event.livemode
              where endpoint.deleted_at is null and endpoint.status = 'enabled'
@@ -136,6 +137,7 @@ pub async fn create_for_event(
     .bind(merchant.to_string())
     .bind(livemode)
     .bind(now_ms)
+    .bind(snakepay_telemetry::trace::current_traceparent())
     .fetch_one(&mut **tx)
     .await?;
     Ok(FanOut {
@@ -172,6 +174,8 @@ pub struct ClaimedDelivery {
     /// `None` if the endpoint row is gone (deleted endpoints are kept, see
     /// [`DeliveryTarget::deleted`]).
     pub target: Option<DeliveryTarget>,
+    /// The trace the delivery continues (W3C `traceparent`), if any.
+    pub traceparent: Option<String>,
 }
 
 /// Claims up to `limit` pending deliveries due at `now_ms`, oldest first:
@@ -201,7 +205,8 @@ pub async fn claim_due(
                  first_attempt_at_ms = coalesce(delivery.first_attempt_at_ms, $1)
              from due where delivery.id = due.id
              returning delivery.id, delivery.event_id, delivery.endpoint_id, delivery.merchant_id,
-                 delivery.livemode, delivery.attempts, delivery.first_attempt_at_ms
+                 delivery.livemode, delivery.attempts, delivery.first_attempt_at_ms,
+                 delivery.traceparent
          )
          select claimed.*,
              event.id is not null as event_found, event.type as event_type,
@@ -272,6 +277,7 @@ fn claimed_from_row(row: &PgRow, lease_until_ms: i64) -> anyhow::Result<ClaimedD
         livemode,
         event,
         target,
+        traceparent: row.try_get("traceparent")?,
     })
 }
 

@@ -28,6 +28,7 @@ use snakepay_store::webhook_deliveries::{self, AttemptRecord, ClaimedDelivery, R
 use snakepay_store::webhook_endpoints::EndpointStatus;
 use snakepay_store::{Store, objects};
 use snakepay_vault::{SealedRecord, Vault};
+use tracing::Instrument;
 
 use crate::clock::Clock;
 use crate::egress::{self, TargetError};
@@ -154,7 +155,18 @@ pub async fn dispatch_once(dispatcher: &Dispatcher) -> usize {
     let concurrency = usize::try_from(dispatcher.settings.max_concurrent_deliveries).unwrap_or(1);
     futures_util::stream::iter(claimed)
         .for_each_concurrent(concurrency, |(shard, delivery)| {
-            attempt(dispatcher, shard, delivery)
+            // Each attempt continues the trace of the event it delivers.
+            let span = tracing::info_span!(
+                parent: None,
+                "webhook.attempt",
+                otel.name = "POST webhook",
+                otel.kind = "client",
+                webhook.delivery_id = delivery.id,
+                webhook.event_id = %delivery.event_id,
+                webhook.attempt = delivery.attempt,
+            );
+            snakepay_telemetry::trace::set_parent(&span, delivery.traceparent.as_deref());
+            attempt(dispatcher, shard, delivery).instrument(span)
         })
         .await;
     count

@@ -368,7 +368,8 @@ export class RegionStack extends Stack {
       SNAKEPAY_REGION__CODE: r.code,
       SNAKEPAY_REGION__NUMBER: String(r.number),
       SNAKEPAY_REGION__PUBLIC_API_URL: `https://${regionalApiName}`,
-      SNAKEPAY_TELEMETRY__OTLP_ENDPOINT: 'http://127.0.0.1:4317',
+      // OTLP/HTTP (protobuf), what crates/telemetry exports (docs/observability.md).
+      SNAKEPAY_TELEMETRY__OTLP_ENDPOINT: 'http://127.0.0.1:4318',
       SNAKEPAY_TELEMETRY__METRICS_ADDR: `0.0.0.0:${METRICS_PORT}`,
       SNAKEPAY_TELEMETRY__LOG_FORMAT: 'json',
       SNAKEPAY_DATABASE__CONTROL_URL: dbUrl(this.controlCluster, user),
@@ -378,7 +379,7 @@ export class RegionStack extends Stack {
     });
     const otelConfig = [
       'receivers:',
-      '  otlp: {protocols: {grpc: {endpoint: "127.0.0.1:4317"}}}',
+      '  otlp: {protocols: {http: {endpoint: "127.0.0.1:4318"}}}',
       '  prometheus: {config: {scrape_configs: [{job_name: snakepay, scrape_interval: 30s, static_configs: [{targets: ["127.0.0.1:9090"]}]}]}}',
       'processors:',
       '  batch: {}',

@@ -229,7 +229,7 @@ where
         }
     }
 
-    let result = retry::retry(|| async {
+    let result = retry::transaction("write payment state", || async {
         let tx = pool.begin().await.map_err(WorkError::Unavailable)?;
         let (mut tx, reply) = work(tx).await?;
         if let Some(claim) = &claim {

@@ -35,6 +35,7 @@ mod state;
 
 use std::sync::Arc;
 use std::time::Duration;
+use tracing::Instrument;
 
 use anyhow::Context;
 use snakepay_cache::SharedRateLimiter;
@@ -165,7 +166,7 @@ fn spawn_reaper(state: AppState) {
                 }
             }
         }
-    });
+    }.in_current_span());
 }
 
 /// Listens for outcome replies in the background when a broker is
@@ -197,7 +198,12 @@ pub async fn start(config: &ExternalApiConfig) -> anyhow::Result<ServerHandle> {
 
 /// Serves until SIGTERM or SIGINT, then drains in-flight requests.
 pub async fn run(config: ExternalApiConfig) -> anyhow::Result<()> {
-    snakepay_telemetry::init_logging(&config.telemetry);
+    let telemetry = config.telemetry.clone();
+    snakepay_telemetry::run_instrumented("external-api", &telemetry, serve_until_shutdown(config))
+        .await
+}
+
+async fn serve_until_shutdown(config: ExternalApiConfig) -> anyhow::Result<()> {
     let (app, state) = app(&config)?;
     let store = state.store.clone();
     let listener_task = spawn_reply_listener(&state, &config);

@@ -13,6 +13,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
+use tracing::Instrument;
 
 use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::Next;
@@ -64,12 +65,9 @@ impl RequestLog {
     pub fn start(broker_url: String, topology: Topology) -> RequestLog {
         let (sender, receiver) = mpsc::channel(QUEUE_CAPACITY);
         let dropped = Arc::new(AtomicU64::new(0));
-        tokio::spawn(publish(
-            broker_url,
-            topology,
-            receiver,
-            Arc::clone(&dropped),
-        ));
+        tokio::spawn(
+            publish(broker_url, topology, receiver, Arc::clone(&dropped)).in_current_span(),
+        );
         RequestLog { sender, dropped }
     }
 

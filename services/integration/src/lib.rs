@@ -190,7 +190,12 @@ async fn declare_topology(
 
 /// Runs until SIGTERM or SIGINT, then drains.
 pub async fn run(config: IntegrationConfig) -> anyhow::Result<()> {
-    snakepay_telemetry::init_logging(&config.telemetry);
+    let telemetry = config.telemetry.clone();
+    snakepay_telemetry::run_instrumented("integration", &telemetry, serve_until_shutdown(config))
+        .await
+}
+
+async fn serve_until_shutdown(config: IntegrationConfig) -> anyhow::Result<()> {
     let running = start(&config).await?;
     snakepay_http::shutdown_signal().await;
     tracing::info!("shutdown requested");

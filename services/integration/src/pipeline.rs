@@ -526,7 +526,7 @@ impl Pipeline {
             }
         };
         let intent_id = loaded.intent.id;
-        let changed = retry::retry(|| async {
+        let changed = retry::transaction("commit authorization", || async {
             let mut tx = pool.begin().await?;
             let mut record = intents::load_for_update(&mut tx, intent_id, loaded.merchant_id, loaded.livemode)
                 .await?
@@ -581,7 +581,7 @@ impl Pipeline {
         reply_to: Option<&str>,
     ) -> anyhow::Result<()> {
         let intent_id = loaded.intent.id;
-        let changed = retry::retry(|| async {
+        let changed = retry::transaction("commit intent", || async {
             let mut tx = pool.begin().await?;
             let mut record =
                 intents::load_for_update(&mut tx, intent_id, loaded.merchant_id, loaded.livemode)
@@ -660,7 +660,7 @@ impl Pipeline {
         };
         let outcome = processor_outcome(answer);
         let intent_id = record.refund.payment_intent;
-        let changed = retry::retry(|| async {
+        let changed = retry::transaction("commit refund", || async {
             let mut tx = pool.begin().await?;
             let mut intent =
                 intents::load_for_update(&mut tx, intent_id, record.merchant_id, record.livemode)

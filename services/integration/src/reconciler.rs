@@ -15,7 +15,15 @@ use std::time::Duration;
 use snakepay_domain::payment_intent::PaymentIntentStatus;
 use snakepay_store::{attempts, intents, refunds};
 
+use tracing::Instrument;
+
 use crate::pipeline::{Mode, Pipeline};
+
+/// Each payment the reconciler drives is a trace of its own (a root span),
+/// not one more child of the service's lifecycle span.
+fn item_span(name: &'static str) -> tracing::Span {
+    tracing::info_span!(parent: None, "reconcile", otel.name = name)
+}
 
 /// One pass over every shard; returns how many payments it looked at.
 pub async fn reconcile_once(pipeline: &Pipeline, after: Duration, batch: u32) -> usize {
@@ -39,6 +47,7 @@ pub async fn reconcile_once(pipeline: &Pipeline, after: Duration, batch: u32) ->
                                 Mode::InquireFirst,
                                 None,
                             )
+                            .instrument(item_span("reconcile payment"))
                             .await
                         {
                             tracing::warn!(payment.id = %record.intent.id, error = %format!("{error:#}"), "reconciling a payment failed");
@@ -57,6 +66,7 @@ pub async fn reconcile_once(pipeline: &Pipeline, after: Duration, batch: u32) ->
                     examined += 1;
                     if let Err(error) = pipeline
                         .void(orphan.merchant_id, orphan.payment_intent, orphan.id, None)
+                        .instrument(item_span("void orphaned attempt"))
                         .await
                     {
                         tracing::warn!(payment.attempt = %orphan.id, error = %format!("{error:#}"), "voiding an orphaned attempt failed");
@@ -78,6 +88,7 @@ pub async fn reconcile_once(pipeline: &Pipeline, after: Duration, batch: u32) ->
                             Mode::InquireFirst,
                             None,
                         )
+                        .instrument(item_span("reconcile refund"))
                         .await
                     {
                         tracing::warn!(refund.id = %record.refund.id, error = %format!("{error:#}"), "reconciling a refund failed");

@@ -11,6 +11,7 @@
 
 use std::collections::BTreeMap;
 use std::time::Duration;
+use tracing::Instrument;
 
 use serde::Deserialize;
 use snakepay_bus::{Message, Outcome};
@@ -78,7 +79,7 @@ impl Recorder {
     /// Starts the batch writer; it stops when every `Recorder` is dropped.
     pub fn start(store: Store) -> Recorder {
         let (queue, receiver) = mpsc::channel(QUEUE_CAPACITY);
-        tokio::spawn(write_batches(store, receiver));
+        tokio::spawn(write_batches(store, receiver).in_current_span());
         Recorder { queue }
     }
 

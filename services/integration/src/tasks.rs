@@ -5,6 +5,7 @@
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
+use tracing::Instrument;
 
 use snakepay_bus::{Message, Outcome, Publisher, QueueSpec, RelayConfig, Topology, run_consumer};
 use snakepay_store::outbox::CommandPayload;
@@ -33,44 +34,53 @@ pub fn spawn_all(
     let mut tasks = Vec::new();
 
     let commands = Arc::clone(&pipeline);
-    tasks.push(tokio::spawn(consume(
-        url.clone(),
-        topology.clone(),
-        QueueSpec::integration_commands(),
-        prefetch,
-        move |message: Message| {
-            let pipeline = Arc::clone(&commands);
-            async move { handle_command(&pipeline, &message).await }
-        },
-        stop.clone(),
-    )));
+    tasks.push(tokio::spawn(
+        consume(
+            url.clone(),
+            topology.clone(),
+            QueueSpec::integration_commands(),
+            prefetch,
+            move |message: Message| {
+                let pipeline = Arc::clone(&commands);
+                async move { handle_command(&pipeline, &message).await }
+            },
+            stop.clone(),
+        )
+        .in_current_span(),
+    ));
 
     let recorder = Recorder::start(pipeline.store.clone());
-    tasks.push(tokio::spawn(consume(
-        url.clone(),
-        topology.clone(),
-        QueueSpec::recorder_events(),
-        // The recorder's batches fill from the prefetch window.
-        prefetch.max(u16::try_from(crate::recorder::BATCH_MAX_ROWS).unwrap_or(u16::MAX)),
-        move |message: Message| {
-            let recorder = recorder.clone();
-            async move { recorder.record(&message).await }
-        },
-        stop.clone(),
-    )));
+    tasks.push(tokio::spawn(
+        consume(
+            url.clone(),
+            topology.clone(),
+            QueueSpec::recorder_events(),
+            // The recorder's batches fill from the prefetch window.
+            prefetch.max(u16::try_from(crate::recorder::BATCH_MAX_ROWS).unwrap_or(u16::MAX)),
+            move |message: Message| {
+                let recorder = recorder.clone();
+                async move { recorder.record(&message).await }
+            },
+            stop.clone(),
+        )
+        .in_current_span(),
+    ));
 
     let fan_out_store = pipeline.store.clone();
-    tasks.push(tokio::spawn(consume(
-        url.clone(),
-        topology.clone(),
-        QueueSpec::webhook_events(),
-        prefetch,
-        move |message: Message| {
-            let store = fan_out_store.clone();
-            async move { snakepay_webhooks::fan_out(&store, &message).await }
-        },
-        stop.clone(),
-    )));
+    tasks.push(tokio::spawn(
+        consume(
+            url.clone(),
+            topology.clone(),
+            QueueSpec::webhook_events(),
+            prefetch,
+            move |message: Message| {
+                let store = fan_out_store.clone();
+                async move { snakepay_webhooks::fan_out(&store, &message).await }
+            },
+            stop.clone(),
+        )
+        .in_current_span(),
+    ));
     match Dispatcher::new(
         pipeline.store.clone(),
         Arc::clone(&pipeline.vault),
@@ -79,9 +89,12 @@ pub fn spawn_all(
     ) {
         Ok(dispatcher) => {
             let dispatcher_stop = stop.clone();
-            tasks.push(tokio::spawn(async move {
-                snakepay_webhooks::run_dispatcher(&dispatcher, stopped(dispatcher_stop)).await;
-            }));
+            tasks.push(tokio::spawn(
+                async move {
+                    snakepay_webhooks::run_dispatcher(&dispatcher, stopped(dispatcher_stop)).await;
+                }
+                .in_current_span(),
+            ));
         }
         Err(error) => {
             // Validated at start-up, so this is a bug; payments still flow.
@@ -89,42 +102,51 @@ pub fn spawn_all(
         }
     }
 
-    tasks.push(tokio::spawn(crate::gauges::run(
-        Duration::from_millis(section.gauges_interval_ms),
-        pipeline.store.clone(),
-        url.clone(),
-        topology.clone(),
-        stop.clone(),
-    )));
+    tasks.push(tokio::spawn(
+        crate::gauges::run(
+            Duration::from_millis(section.gauges_interval_ms),
+            pipeline.store.clone(),
+            url.clone(),
+            topology.clone(),
+            stop.clone(),
+        )
+        .in_current_span(),
+    ));
 
     if section.relay_enabled {
         let relay_config = RelayConfig {
             idle_poll_ms: section.relay_idle_poll_ms,
             ..RelayConfig::default()
         };
-        tasks.push(tokio::spawn(relay(
-            url,
-            topology,
-            pipeline.store.clone(),
-            relay_config,
-            stop.clone(),
-        )));
+        tasks.push(tokio::spawn(
+            relay(
+                url,
+                topology,
+                pipeline.store.clone(),
+                relay_config,
+                stop.clone(),
+            )
+            .in_current_span(),
+        ));
     }
 
     let interval = Duration::from_millis(section.reconcile_interval_ms);
     let after = Duration::from_millis(section.reconcile_after_ms);
     let batch = section.reconcile_batch;
-    tasks.push(tokio::spawn(async move {
-        let mut stopping = Box::pin(stopped(stop));
-        loop {
-            tokio::select! {
-                () = &mut stopping => break,
-                () = tokio::time::sleep(interval) => {
-                    reconciler::reconcile_once(&pipeline, after, batch).await;
+    tasks.push(tokio::spawn(
+        async move {
+            let mut stopping = Box::pin(stopped(stop));
+            loop {
+                tokio::select! {
+                    () = &mut stopping => break,
+                    () = tokio::time::sleep(interval) => {
+                        reconciler::reconcile_once(&pipeline, after, batch).await;
+                    }
                 }
             }
         }
-    }));
+        .in_current_span(),
+    ));
     tasks
 }
 

@@ -126,7 +126,12 @@ pub async fn start(config: &InternalApiConfig) -> anyhow::Result<ServerHandle> {
 
 /// Serves until SIGTERM or SIGINT, then drains in-flight requests.
 pub async fn run(config: InternalApiConfig) -> anyhow::Result<()> {
-    snakepay_telemetry::init_logging(&config.telemetry);
+    let telemetry = config.telemetry.clone();
+    snakepay_telemetry::run_instrumented("internal-api", &telemetry, serve_until_shutdown(config))
+        .await
+}
+
+async fn serve_until_shutdown(config: InternalApiConfig) -> anyhow::Result<()> {
     let app = app(&config).await?;
     let _admin = snakepay_http::admin::spawn_admin(config.internal_api.http.metrics_addr)
         .await

@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 use std::time::Duration;
+use tracing::Instrument;
 
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -116,7 +117,7 @@ fn log_record(record: &Record) {
 /// idempotency claim must be settled either way.
 pub async fn execute(app: SharedApp, prepared: Prepared) -> Response {
     let key = prepared.idempotency_key.clone();
-    let mut response = match tokio::spawn(perform(app, prepared)).await {
+    let mut response = match tokio::spawn(perform(app, prepared).in_current_span()).await {
         Ok(response) => response,
         Err(error) => {
             tracing::error!(%error, "the operation task failed");

@@ -8,9 +8,16 @@ const SERVICE: &str = "snakepay-processor-sim";
 #[tokio::main]
 async fn main() {
     let config: SimConfig = snakepay_config::load_or_exit(SERVICE);
-    snakepay_telemetry::init_logging(&config.telemetry);
-    if let Err(error) = snakepay_processor_sim::run(config).await {
-        tracing::error!(error = format!("{error:#}"), "{SERVICE} failed");
+    let telemetry = config.telemetry.clone();
+    let result = snakepay_telemetry::run_instrumented("processor-sim", &telemetry, async {
+        let result = snakepay_processor_sim::run(config).await;
+        if let Err(error) = &result {
+            tracing::error!(error = format!("{error:#}"), "{SERVICE} failed");
+        }
+        result
+    })
+    .await;
+    if result.is_err() {
         std::process::exit(1);
     }
 }

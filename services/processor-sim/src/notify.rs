@@ -13,6 +13,7 @@
 
 use std::sync::Arc;
 use std::time::Duration;
+use tracing::Instrument;
 
 use hmac::{Hmac, Mac};
 use serde_json::{Value, json};
@@ -146,13 +147,9 @@ impl Notifier {
             .timeout(Duration::from_millis(settings.timeout_ms))
             .build()?;
         let (queue, receiver) = mpsc::channel(NOTIFICATION_QUEUE_CAPACITY);
-        tokio::spawn(dispatch(
-            receiver,
-            Arc::new(settings),
-            client,
-            clock,
-            shutdown,
-        ));
+        tokio::spawn(
+            dispatch(receiver, Arc::new(settings), client, clock, shutdown).in_current_span(),
+        );
         Ok(Notifier { queue })
     }
 
@@ -198,10 +195,13 @@ async fn dispatch(
             Arc::clone(&clock),
             shutdown.clone(),
         );
-        tokio::spawn(async move {
-            delivery.await;
-            drop(permit);
-        });
+        tokio::spawn(
+            async move {
+                delivery.await;
+                drop(permit);
+            }
+            .in_current_span(),
+        );
     }
 }
 
@@ -221,6 +221,7 @@ async fn deliver(
             .header(http::header::CONTENT_TYPE, "application/json")
             .header(SIGNATURE_HEADER, sign(&settings.secret, timestamp, &body))
             .body(body.clone())
+            .headers(snakepay_telemetry::trace::outbound_headers())
             .send()
             .await;
         let failure = match result {

@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tracing::Instrument;
 
 use anyhow::Context;
 use axum::extract::{DefaultBodyLimit, Request, State};
@@ -186,13 +187,16 @@ pub async fn start_with_clock(config: SimConfig, clock: SharedClock) -> anyhow::
 
     let router = router(Arc::clone(&app));
     let mut stop = shutdown_rx;
-    let server = tokio::spawn(async move {
-        axum::serve(listener, router)
-            .with_graceful_shutdown(async move {
-                let _ = stop.wait_for(|stop| *stop).await;
-            })
-            .await
-    });
+    let server = tokio::spawn(
+        async move {
+            axum::serve(listener, router)
+                .with_graceful_shutdown(async move {
+                    let _ = stop.wait_for(|stop| *stop).await;
+                })
+                .await
+        }
+        .in_current_span(),
+    );
     tracing::info!(
         sim.addr = %addr,
         sim.journal = section.journal_path.as_ref().map(|p| p.display().to_string()).unwrap_or_default(),
@@ -220,11 +224,14 @@ pub async fn run(config: SimConfig) -> anyhow::Result<()> {
         .context("binding the metrics address")?;
     let sim = start(config).await?;
     let handle = sim.shutdown_handle();
-    tokio::spawn(async move {
-        signals.recv().await;
-        tracing::info!("shutdown signal received");
-        handle.shutdown();
-    });
+    tokio::spawn(
+        async move {
+            signals.recv().await;
+            tracing::info!("shutdown signal received");
+            handle.shutdown();
+        }
+        .in_current_span(),
+    );
     sim.wait().await
 }
 

@@ -194,6 +194,7 @@ async fn create_intent(demo: &Demo, product: &Product) -> anyhow::Result<String>
             ("metadata[product]", product.id),
             ("payment_method_types[]", "card"),
         ])
+        .headers(snakepay_telemetry::trace::outbound_headers())
         .send()
         .await
         .context("calling the External API")?;

@@ -162,7 +162,11 @@ pub async fn start(config: &WebConfig) -> anyhow::Result<ServerHandle> {
 
 /// Serves until SIGTERM or SIGINT, then drains in-flight requests.
 pub async fn run(config: WebConfig) -> anyhow::Result<()> {
-    snakepay_telemetry::init_logging(&config.telemetry);
+    let telemetry = config.telemetry.clone();
+    snakepay_telemetry::run_instrumented("web", &telemetry, serve_until_shutdown(config)).await
+}
+
+async fn serve_until_shutdown(config: WebConfig) -> anyhow::Result<()> {
     let app = app(&config)?;
     let _admin = snakepay_http::admin::spawn_admin(config.web.http.metrics_addr)
         .await

@@ -10,6 +10,7 @@
 //! start-up is the same case: the API serves meanwhile.
 
 use std::time::Duration;
+use tracing::Instrument;
 
 use anyhow::Context;
 use futures_util::StreamExt;
@@ -51,7 +52,7 @@ pub fn spawn(outcomes: Outcomes, url: String) -> tokio::task::JoinHandle<()> {
             tokio::time::sleep(Duration::from_millis(pause_ms)).await;
             backoff_ms = backoff_ms.saturating_mul(2).min(RECONNECT_BACKOFF_MAX_MS);
         }
-    })
+    }.in_current_span())
 }
 
 /// How long closing a connection we give up on may take.

@@ -13,6 +13,7 @@ use serde_json::{Value, json};
 use sha2::Sha256;
 use snakepay_domain::Money;
 use snakepay_domain::payment_intent::{CardErrorCode, PaymentError};
+use tracing::Instrument;
 use url::Url;
 
 use super::{
@@ -63,6 +64,43 @@ impl SimProcessor {
         idempotency_key: Option<&str>,
         body: Option<&Value>,
     ) -> CallResult<(StatusCode, Value)> {
+        // A low-cardinality span name: operation lookups carry a key.
+        let route = if path.starts_with("v1/operations/") {
+            "v1/operations/{key}"
+        } else {
+            path
+        };
+        let span = tracing::info_span!(
+            "processor.call",
+            otel.name = %format_args!("{method} {route}"),
+            otel.kind = "client",
+            otel.status_code = tracing::field::Empty,
+            processor = NAME,
+            http.request.method = %method,
+            http.response.status_code = tracing::field::Empty,
+        );
+        let result = self
+            .exchange(method, path, idempotency_key, body)
+            .instrument(span.clone())
+            .await;
+        match &result {
+            Ok((status, _)) => {
+                span.record("http.response.status_code", status.as_u16());
+            }
+            Err(_) => {
+                span.record("otel.status_code", "error");
+            }
+        }
+        result
+    }
+
+    async fn exchange(
+        &self,
+        method: Method,
+        path: &str,
+        idempotency_key: Option<&str>,
+        body: Option<&Value>,
+    ) -> CallResult<(StatusCode, Value)> {
         let url = self
             .base_url
             .join(path)
@@ -79,6 +117,7 @@ impl SimProcessor {
             request = request.json(body);
         }
         let response = request
+            .headers(snakepay_telemetry::trace::outbound_headers())
             .send()
             .await
             .map_err(|e| CallError::Unknown(describe(&e)))?;

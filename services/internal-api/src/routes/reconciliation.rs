@@ -85,6 +85,7 @@ async fn report(
         .http
         .get(url)
         .bearer_auth(&sim.api_key)
+        .headers(snakepay_telemetry::trace::outbound_headers())
         .send()
         .await
         .and_then(reqwest::Response::error_for_status)
