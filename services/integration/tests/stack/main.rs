@@ -13,324 +13,42 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
-use serde_json::Value;
-use snakepay_domain::ids::RegionNumber;
-use snakepay_store::merchants::{self, KeyHasher, KeyKind, NewMerchant};
-use snakepay_store::testing::{self, TestDatabases};
+use snakepay_testkit::Stack;
 
-const HASH_SECRET_BASE64: &str = "c25ha2VwYXktbG9jYWwtZGV2ZWxvcG1lbnQtb25seS1rZXktaGFzaC1zZWNyZXQ=";
-const SIM_API_KEY: &str = "sk_sim_stack_0123456789abcdef";
-const SIM_NOTIFICATION_SECRET: &str = "sim_notification_secret_stack_0123";
 const WAIT: Duration = Duration::from_secs(60);
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn random_hex(bytes: usize) -> String {
-    let mut random = vec![0_u8; bytes];
-    getrandom::fill(&mut random).unwrap();
-    hex::encode(random)
-}
 
 fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-/// A service binary built beside this package's (cargo builds every
-/// package's binaries for a workspace test run).
-fn binary(name: &str) -> PathBuf {
+/// The stack from the binaries cargo built beside this package's.
+async fn start_stack() -> Stack {
     let ours = PathBuf::from(env!("CARGO_BIN_EXE_snakepay-integration"));
-    let path = ours.with_file_name(name);
-    assert!(
-        path.exists(),
-        "{} is missing: build the workspace's binaries (cargo build --workspace --bins)",
-        path.display()
-    );
-    path
-}
-
-/// One service process, its log in a file; killed when dropped.
-struct Service {
-    name: &'static str,
-    child: Child,
-    log: PathBuf,
-}
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-pub struct Ports {
-    pub api: u16,
-    pub api_metrics: u16,
-    pub integration: u16,
-    pub integration_metrics: u16,
-    pub sim: u16,
-    pub sim_metrics: u16,
-}
-
-pub struct Stack {
-    _db: TestDatabases,
-    pub db_control: sqlx::PgPool,
-    pub ports: Ports,
-    services: Vec<Service>,
-    client: reqwest::Client,
-    _dir: tempfile::TempDir,
-}
-
-impl Stack {
-    pub async fn start() -> Stack {
-        let db = testing::fresh(2).await.unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        let key_ring = dir.path().join("keyring.json");
-        snakepay_vault::FileKeyProvider::create(
-            &key_ring,
-            &snakepay_vault::KeyRing::generate("kek-test").unwrap(),
-        )
-        .unwrap();
-        let ports = Ports {
-            api: free_port(),
-            api_metrics: free_port(),
-            integration: free_port(),
-            integration_metrics: free_port(),
-            sim: free_port(),
-            sim_metrics: free_port(),
-        };
-        let amqp = format!(
-            "{}/snakepay_test",
-            std::env::var("SNAKEPAY_TEST_AMQP_URL")
-                .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672".to_owned())
-                .trim_end_matches('/')
-        );
-        let redis = std::env::var("SNAKEPAY_TEST_REDIS_URL")
-            .unwrap_or_else(|_| "redis://127.0.0.1:6379/0".into());
-        let shards: Vec<String> = db.shard_urls().iter().map(|u| format!("\"{u}\"")).collect();
-        let config = format!(
-            r#"
-[region]
-code = "eu-1"
-number = 1
-public_api_url = "http://127.0.0.1:{api}"
-[database]
-control_url = "{control}"
-shard_urls = [{shards}]
-max_connections = 8
-[redis]
-url = "{redis}"
-[broker]
-url = "{amqp}"
-topology_prefix = "stack.{prefix}."
-[api_keys]
-hash_secret_base64 = "{HASH_SECRET_BASE64}"
-[vault]
-key_ring_path = "{key_ring}"
-[telemetry]
-log_level = "info"
-log_format = "json"
-[external_api]
-listen_addr = "127.0.0.1:{api}"
-metrics_addr = "127.0.0.1:{api_metrics}"
-rate_limit_test_per_second = 100000
-[processor_sim]
-listen_addr = "127.0.0.1:{sim}"
-metrics_addr = "127.0.0.1:{sim_metrics}"
-api_key = "{SIM_API_KEY}"
-notification_url = "http://127.0.0.1:{integration}/v1/processor-notifications/sim"
-notification_secret = "{SIM_NOTIFICATION_SECRET}"
-[integration]
-listen_addr = "127.0.0.1:{integration}"
-metrics_addr = "127.0.0.1:{integration_metrics}"
-relay_idle_poll_ms = 10
-gauges_interval_ms = 200
-[integration.processor_sim]
-base_url = "http://127.0.0.1:{sim}"
-api_key = "{SIM_API_KEY}"
-notification_secret = "{SIM_NOTIFICATION_SECRET}"
-[integration.egress]
-allowed_hosts = ["127.0.0.1"]
-[integration.webhooks]
-allow_private_networks = true
-"#,
-            api = ports.api,
-            api_metrics = ports.api_metrics,
-            sim = ports.sim,
-            sim_metrics = ports.sim_metrics,
-            integration = ports.integration,
-            integration_metrics = ports.integration_metrics,
-            control = db.control_url(),
-            shards = shards.join(", "),
-            prefix = random_hex(6),
-            key_ring = key_ring.display(),
-        );
-        let config_path = dir.path().join("stack.toml");
-        std::fs::write(&config_path, config).unwrap();
-
-        let mut services = Vec::new();
-        for (name, port) in [
-            ("snakepay-processor-sim", ports.sim),
-            ("snakepay-integration", ports.integration),
-            ("snakepay-external-api", ports.api),
-        ] {
-            let log = dir.path().join(format!("{name}.log"));
-            let child = Command::new(binary(name))
-                .env("SNAKEPAY_CONFIG", &config_path)
-                .stdout(Stdio::from(std::fs::File::create(&log).unwrap()))
-                .stderr(Stdio::from(
-                    std::fs::OpenOptions::new().append(true).open(&log).unwrap(),
-                ))
-                .spawn()
-                .unwrap();
-            services.push(Service { name, child, log });
-            wait_ready(port, &mut services).await;
-        }
-        let db_control = db.store.control().clone();
-        Stack {
-            _db: db,
-            db_control,
-            ports,
-            services,
-            client: reqwest::Client::new(),
-            _dir: dir,
-        }
-    }
-
-    pub async fn secret_key(&self) -> String {
-        let shard = merchants::least_loaded_shard(&self.db_control, 2)
-            .await
-            .unwrap();
-        let merchant = merchants::create_merchant(
-            &self.db_control,
-            "eu-1",
-            RegionNumber(1),
-            shard,
-            &NewMerchant {
-                legal_name: "Stack Shop".into(),
-                country: "DE".into(),
-            },
-        )
-        .await
-        .unwrap();
-        use base64::Engine as _;
-        let secret = base64::engine::general_purpose::STANDARD
-            .decode(HASH_SECRET_BASE64)
-            .unwrap();
-        merchants::create_api_key(
-            &self.db_control,
-            &KeyHasher::new(&secret).unwrap(),
-            RegionNumber(1),
-            merchant.id,
-            KeyKind::Secret,
-            false,
-        )
+    Stack::builder()
+        .binaries(ours.parent().unwrap())
+        .start()
         .await
         .unwrap()
-        .key
-    }
-
-    pub async fn post(&self, key: &str, path: &str, form: &[(&str, &str)]) -> (u16, Value) {
-        let body: String = form_urlencoded::Serializer::new(String::new())
-            .extend_pairs(form)
-            .finish();
-        let response = self
-            .client
-            .post(format!("http://127.0.0.1:{}{path}", self.ports.api))
-            .bearer_auth(key)
-            .header("content-type", "application/x-www-form-urlencoded")
-            .body(body)
-            .send()
-            .await
-            .unwrap();
-        let status = response.status().as_u16();
-        (status, response.json().await.unwrap())
-    }
-
-    pub async fn get(&self, key: &str, path: &str) -> Value {
-        self.client
-            .get(format!("http://127.0.0.1:{}{path}", self.ports.api))
-            .bearer_auth(key)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
-    }
-
-    /// Each service's `/metrics` text, by service name.
-    pub async fn scrape(&self) -> BTreeMap<&'static str, String> {
-        let mut scrapes = BTreeMap::new();
-        for (name, port) in [
-            ("snakepay-external-api", self.ports.api_metrics),
-            ("snakepay-integration", self.ports.integration_metrics),
-            ("snakepay-processor-sim", self.ports.sim_metrics),
-        ] {
-            let text = self
-                .client
-                .get(format!("http://127.0.0.1:{port}/metrics"))
-                .send()
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap();
-            scrapes.insert(name, text);
-        }
-        scrapes
-    }
-
-    /// Every service's log, by service name.
-    pub fn logs(&self) -> BTreeMap<&'static str, String> {
-        self.services
-            .iter()
-            .map(|s| (s.name, std::fs::read_to_string(&s.log).unwrap()))
-            .collect()
-    }
 }
 
-async fn wait_ready(port: u16, services: &mut [Service]) {
-    let client = reqwest::Client::new();
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let ready = client
-            .get(format!("http://127.0.0.1:{port}/readyz"))
-            .send()
-            .await
-            .is_ok_and(|r| r.status().is_success());
-        if ready {
-            return;
-        }
-        for service in services.iter_mut() {
-            if let Ok(Some(status)) = service.child.try_wait() {
-                panic!(
-                    "{} exited ({status}):\n{}",
-                    service.name,
-                    std::fs::read_to_string(&service.log).unwrap_or_default()
-                );
-            }
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "port {port} never became ready"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+/// Each service's `/metrics`, by binary name.
+async fn scrape(stack: &Stack) -> BTreeMap<&'static str, String> {
+    stack
+        .scrape()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(name, text)| (name.binary(), text))
+        .collect()
 }
 
 /// Payments that touch every part: a success with automatic capture, a
 /// decline, a manual capture, a refund.
 async fn run_scenario(stack: &Stack) {
-    let key = stack.secret_key().await;
+    let key = stack.secret_key().await.unwrap();
     let (status, paid) = stack
         .post(
             &key,
@@ -342,7 +60,8 @@ async fn run_scenario(stack: &Stack) {
                 ("payment_method", "pm_card_visa"),
             ],
         )
-        .await;
+        .await
+        .unwrap();
     assert_eq!(status, 200, "{paid}");
     assert_eq!(paid["status"], "succeeded", "{paid}");
     let (status, declined) = stack
@@ -356,7 +75,8 @@ async fn run_scenario(stack: &Stack) {
                 ("payment_method", "pm_card_chargeDeclinedInsufficientFunds"),
             ],
         )
-        .await;
+        .await
+        .unwrap();
     assert_eq!(status, 402, "{declined}");
     let (status, refund) = stack
         .post(
@@ -367,14 +87,16 @@ async fn run_scenario(stack: &Stack) {
                 ("amount", "500"),
             ],
         )
-        .await;
+        .await
+        .unwrap();
     assert_eq!(status, 200, "{refund}");
     let intent = stack
         .get(
             &key,
             &format!("/v1/payment_intents/{}", paid["id"].as_str().unwrap()),
         )
-        .await;
+        .await
+        .unwrap();
     assert_eq!(intent["status"], "succeeded");
 }
 
@@ -502,13 +224,13 @@ fn looks_like_id_or_card(value: &str) -> bool {
 
 #[tokio::test]
 async fn every_service_exports_conventional_metrics_covering_the_alerts_and_the_dashboard() {
-    let stack = Stack::start().await;
+    let stack = start_stack().await;
     run_scenario(&stack).await;
     // The integration service's gauges refresh on a timer: wait for the
     // round that sees the scenario's ledger lines.
     let deadline = tokio::time::Instant::now() + WAIT;
     let scrapes = loop {
-        let scrapes = stack.scrape().await;
+        let scrapes = scrape(&stack).await;
         if scrapes["snakepay-integration"]
             .contains(r#"snakepay_ledger_trial_balance_minor_units{currency="usd"} 0"#)
         {
