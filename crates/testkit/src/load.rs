@@ -90,13 +90,13 @@ impl Answer {
         let Answer::Response { body, .. } = self else {
             return None;
         };
-        let intent = if body["object"] == "payment_intent" {
+        let intent = if body.get("object").and_then(Value::as_str) == Some("payment_intent") {
             body
         } else {
-            &body["error"]["payment_intent"]
+            body.get("error")?.get("payment_intent")?
         };
-        let id = intent["id"].as_str()?.to_owned();
-        let status = PaymentIntentStatus::parse(intent["status"].as_str()?)?;
+        let id = intent.get("id")?.as_str()?.to_owned();
+        let status = PaymentIntentStatus::parse(intent.get("status")?.as_str()?)?;
         Some((id, status))
     }
 }
