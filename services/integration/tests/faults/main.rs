@@ -370,7 +370,9 @@ async fn round(world: &mut World, fault: Fault, plan: &Plan, seed: u64, index: u
         }
     }
     let options = Options {
-        settle_seconds: 0.0,
+        // The retries above may have just written events (a capture's);
+        // the relay publishes them within moments.
+        settle_seconds: 2.0,
         reconcile_window_seconds: RECONCILE_AFTER_MS as f64 / 1000.0,
         processor: Some(ProcessorAccess {
             base_url: world.stack.sim_url.parse().unwrap(),
