@@ -136,6 +136,52 @@ pub fn check_payment(
     problems
 }
 
+/// Every intent of the region and its status now, read from each shard.
+pub async fn final_statuses(
+    store: &snakepay_store::Store,
+) -> anyhow::Result<std::collections::BTreeMap<String, PaymentIntentStatus>> {
+    let mut statuses = std::collections::BTreeMap::new();
+    for (_, pool) in store.shards() {
+        let rows: Vec<(String, String)> = sqlx::query_as("select id, status from payment_intents")
+            .fetch_all(pool)
+            .await?;
+        for (id, status) in rows {
+            let status = PaymentIntentStatus::parse(&status)
+                .ok_or_else(|| anyhow::anyhow!("{id}: unknown status {status}"))?;
+            statuses.insert(id, status);
+        }
+    }
+    Ok(statuses)
+}
+
+/// Waits until no intent is `processing` (every payment has an outcome);
+/// returns how long that took, or the intents still in flight at
+/// `deadline`.
+pub async fn wait_settled(
+    store: &snakepay_store::Store,
+    limit: std::time::Duration,
+) -> anyhow::Result<Result<std::time::Duration, Vec<String>>> {
+    let started = std::time::Instant::now();
+    loop {
+        let in_flight: Vec<String> = match final_statuses(store).await {
+            Ok(statuses) => statuses
+                .into_iter()
+                .filter(|(_, status)| *status == PaymentIntentStatus::Processing)
+                .map(|(id, _)| id)
+                .collect(),
+            // The database may be the dependency that was just restarted.
+            Err(error) => vec![format!("(database: {error})")],
+        };
+        if in_flight.is_empty() {
+            return Ok(Ok(started.elapsed()));
+        }
+        if started.elapsed() > limit {
+            return Ok(Err(in_flight));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -211,51 +257,5 @@ mod tests {
         assert_eq!(problems.len(), 2, "{reasons:?}");
         assert!(reasons[0].contains("2 intents"), "{reasons:?}");
         assert!(reasons[1].contains("does not exist"), "{reasons:?}");
-    }
-}
-
-/// Every intent of the region and its status now, read from each shard.
-pub async fn final_statuses(
-    store: &snakepay_store::Store,
-) -> anyhow::Result<std::collections::BTreeMap<String, PaymentIntentStatus>> {
-    let mut statuses = std::collections::BTreeMap::new();
-    for (_, pool) in store.shards() {
-        let rows: Vec<(String, String)> = sqlx::query_as("select id, status from payment_intents")
-            .fetch_all(pool)
-            .await?;
-        for (id, status) in rows {
-            let status = PaymentIntentStatus::parse(&status)
-                .ok_or_else(|| anyhow::anyhow!("{id}: unknown status {status}"))?;
-            statuses.insert(id, status);
-        }
-    }
-    Ok(statuses)
-}
-
-/// Waits until no intent is `processing` (every payment has an outcome);
-/// returns how long that took, or the intents still in flight at
-/// `deadline`.
-pub async fn wait_settled(
-    store: &snakepay_store::Store,
-    limit: std::time::Duration,
-) -> anyhow::Result<Result<std::time::Duration, Vec<String>>> {
-    let started = std::time::Instant::now();
-    loop {
-        let in_flight: Vec<String> = match final_statuses(store).await {
-            Ok(statuses) => statuses
-                .into_iter()
-                .filter(|(_, status)| *status == PaymentIntentStatus::Processing)
-                .map(|(id, _)| id)
-                .collect(),
-            // The database may be the dependency that was just restarted.
-            Err(error) => vec![format!("(database: {error})")],
-        };
-        if in_flight.is_empty() {
-            return Ok(Ok(started.elapsed()));
-        }
-        if started.elapsed() > limit {
-            return Ok(Err(in_flight));
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
     }
 }

@@ -28,6 +28,10 @@ const MIX: [(&str, &str, u64); 3] = [
     ("pm_card_visa", "manual", 15),
 ];
 
+/// How long after the lock timeout a client still retries a locked key.
+const KEY_TAKEOVER_MARGIN_SECONDS: u64 = 10;
+const KEY_TAKEOVER_POLL_SECONDS: u64 = 2;
+
 #[derive(Debug, Clone)]
 pub struct LoadSettings {
     pub clients: usize,
@@ -90,13 +94,13 @@ impl Answer {
         let Answer::Response { body, .. } = self else {
             return None;
         };
-        let intent = if body["object"] == "payment_intent" {
+        let intent = if body.get("object").and_then(Value::as_str) == Some("payment_intent") {
             body
         } else {
-            &body["error"]["payment_intent"]
+            body.get("error")?.get("payment_intent")?
         };
-        let id = intent["id"].as_str()?.to_owned();
-        let status = PaymentIntentStatus::parse(intent["status"].as_str()?)?;
+        let id = intent.get("id")?.as_str()?.to_owned();
+        let status = PaymentIntentStatus::parse(intent.get("status")?.as_str()?)?;
         Some((id, status))
     }
 }
@@ -410,6 +414,34 @@ pub async fn finish(client: &Client, payments: &mut [Payment], seed: u64) {
                 client.send(request, &mut rng).await;
             }
         }
+    }
+    // A key whose request died with its API instance stays locked (409)
+    // until another request takes it over after the lock timeout: keep
+    // retrying those, as an SDK user retrying later would.
+    let takeover = Duration::from_secs(
+        u64::try_from(snakepay_store::idempotency::LOCK_TIMEOUT_SECONDS).unwrap_or(90)
+            + KEY_TAKEOVER_MARGIN_SECONDS,
+    );
+    let started = Instant::now();
+    while started.elapsed() < takeover {
+        let mut waiting = 0;
+        for request in payments.iter_mut().flat_map(|p| p.requests.iter_mut()) {
+            let in_use = matches!(
+                request.tries.last(),
+                Some(Answer::Response { status: 409, .. })
+            );
+            if in_use {
+                waiting += 1;
+                let answer = client.try_once(request).await;
+                request.tries.push(answer);
+            }
+        }
+        if waiting == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(KEY_TAKEOVER_POLL_SECONDS)).await;
+    }
+    for payment in payments.iter_mut() {
         let is_manual = payment.requests.first().is_some_and(|create| {
             create
                 .form

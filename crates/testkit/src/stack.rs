@@ -657,6 +657,23 @@ allow_private_networks = true
     }
 }
 
+impl Drop for Stack {
+    /// A failing test keeps the directory (config and every service's log)
+    /// and says where it is.
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let kept = std::mem::replace(
+                &mut self.dir,
+                match tempfile::tempdir() {
+                    Ok(dir) => dir,
+                    Err(_) => return,
+                },
+            );
+            eprintln!("stack logs kept in {}", kept.keep().display());
+        }
+    }
+}
+
 /// Sends a signal with kill(1): the workspace forbids `unsafe`, so no libc.
 pub fn signal(pid: u32, name: &str) -> anyhow::Result<()> {
     let status = Command::new("kill")
