@@ -3,7 +3,8 @@
 //! builds), one configuration file, real PostgreSQL, Redis and RabbitMQ.
 //! A short payment scenario runs through the public API; then every
 //! service's `/metrics` is read and checked against docs/metrics.md's rules
-//! and against what the alert rules and the dashboard use.
+//! and against what the alert rules and the dashboard use. [`traces`]
+//! follows one payment's trace and checks every log line.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -17,6 +18,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use snakepay_testkit::Stack;
+
+mod traces;
 
 const WAIT: Duration = Duration::from_secs(60);
 

@@ -11,7 +11,7 @@ use std::time::Duration;
 use axum::body::Bytes;
 use prost::Message as _;
 use serde_json::Value;
-use snakepay_testkit::stack::{ServiceName, Stack};
+use snakepay_testkit::{ServiceName, Stack};
 
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::any_value;
@@ -48,7 +48,10 @@ impl OtlpReceiver {
                     let request = ExportTraceServiceRequest::decode(body).unwrap();
                     sink.lock().unwrap().extend(records_of(request));
                     // An empty ExportTraceServiceResponse.
-                    ([("content-type", "application/x-protobuf")], Vec::<u8>::new())
+                    (
+                        [("content-type", "application/x-protobuf")],
+                        Vec::<u8>::new(),
+                    )
                 }
             }),
         );
@@ -130,7 +133,8 @@ async fn wait_for<T>(what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
 async fn one_payment_is_one_trace_from_the_api_to_the_processor_and_the_webhook_and_every_log_line_has_a_trace_id()
  {
     let receiver = OtlpReceiver::start().await;
-    let mut builder = Stack::builder();
+    let ours = std::path::PathBuf::from(env!("CARGO_BIN_EXE_snakepay-integration"));
+    let mut builder = Stack::builder().binaries(ours.parent().unwrap());
     for service in ServiceName::ALL {
         builder = builder.service_setting(service, "telemetry.otlp_endpoint", &receiver.url);
     }
@@ -267,7 +271,9 @@ async fn one_payment_is_one_trace_from_the_api_to_the_processor_and_the_webhook_
     find("integration", SpanKind::Client, &|name| {
         name == "commit authorization" || name == "commit intent"
     });
-    find("integration", SpanKind::Client, &|name| name == "POST webhook");
+    find("integration", SpanKind::Client, &|name| {
+        name == "POST webhook"
+    });
 
     // One tree: every span's parent is in the trace, except the request's.
     let ids: BTreeSet<&str> = trace.iter().map(|span| span.span_id.as_str()).collect();
