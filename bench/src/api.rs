@@ -112,7 +112,11 @@ impl Api {
     /// once it is `succeeded` (automatic) or `requires_capture` (manual).
     pub async fn checkout(&self, manual_capture: bool) -> OpResult<String> {
         let amount = AMOUNT_MINOR.to_string();
-        let capture_method = if manual_capture { "manual" } else { "automatic" };
+        let capture_method = if manual_capture {
+            "manual"
+        } else {
+            "automatic"
+        };
         let intent = self
             .post(
                 "/v1/payment_intents",
@@ -204,27 +208,32 @@ async fn answer(sent: reqwest::Result<reqwest::Response>) -> OpResult<Value> {
         })
     })?;
     let status = reply.status();
-    let body = reply
-        .bytes()
-        .await
-        .map_err(|_| OpError::new("body_read"))?;
+    let body = reply.bytes().await.map_err(|_| OpError::new("body_read"))?;
     if !status.is_success() {
         let code = serde_json::from_slice::<Value>(&body)
             .ok()
-            .and_then(|value| value["error"]["code"].as_str().map(str::to_owned))
+            .and_then(|value| value.get("error")?.get("code")?.as_str().map(str::to_owned))
             .unwrap_or_default();
-        return Err(OpError::new(format!("http_{}{}{code}", status.as_u16(), if code.is_empty() { "" } else { "_" })));
+        return Err(OpError::new(format!(
+            "http_{}{}{code}",
+            status.as_u16(),
+            if code.is_empty() { "" } else { "_" }
+        )));
     }
     serde_json::from_slice(&body).map_err(|_| OpError::new("invalid_json"))
 }
 
 fn status_of(object: &Value) -> &str {
-    object["status"].as_str().unwrap_or_default()
+    object
+        .get("status")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
 }
 
 fn id_of(object: &Value) -> OpResult<String> {
-    object["id"]
-        .as_str()
+    object
+        .get("id")
+        .and_then(Value::as_str)
         .map(str::to_owned)
         .ok_or_else(|| OpError::new("no_id"))
 }

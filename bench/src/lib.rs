@@ -147,7 +147,9 @@ pub struct Args {
 /// a result, recorded as such.
 pub async fn run(args: Args) -> anyhow::Result<()> {
     let api = std::sync::Arc::new(api::Api::new(&args.base_url, &args.secret_key)?);
-    api.check().await.context("the External API does not answer")?;
+    api.check()
+        .await
+        .context("the External API does not answer")?;
     let mut report = Report::new(&args);
     let sampler = procs::Sampler::new(&args.services, &args.database_prefix);
 

@@ -53,19 +53,29 @@ impl Recorder {
     fn record(&mut self, operation: &'static str, latency: Duration, outcome: &OpResult<()>) {
         match outcome {
             Ok(()) => {
-                let micros = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX).max(1);
+                let micros = u64::try_from(latency.as_micros())
+                    .unwrap_or(u64::MAX)
+                    .max(1);
                 self.latencies
                     .entry(operation)
                     .or_insert_with(new_histogram)
                     .saturating_record(micros);
             }
-            Err(OpError(kind)) => *self.errors.entry(format!("{operation}: {kind}")).or_insert(0) += 1,
+            Err(OpError(kind)) => {
+                *self
+                    .errors
+                    .entry(format!("{operation}: {kind}"))
+                    .or_insert(0) += 1
+            }
         }
     }
 
     fn merge(&mut self, other: Recorder) {
         for (operation, histogram) in other.latencies {
-            let mine = self.latencies.entry(operation).or_insert_with(new_histogram);
+            let mine = self
+                .latencies
+                .entry(operation)
+                .or_insert_with(new_histogram);
             let _ = mine.add(histogram);
         }
         for (kind, count) in other.errors {
@@ -127,7 +137,17 @@ pub async fn run_scenario(
         Scenario::OpenLoop => {
             open_loop(api, args.rate_per_second, measure_from, end, &progress).await
         }
-        _ => closed_loop(api, scenario, args.concurrency, measure_from, end, &progress).await,
+        _ => {
+            closed_loop(
+                api,
+                scenario,
+                args.concurrency,
+                measure_from,
+                end,
+                &progress,
+            )
+            .await
+        }
     };
     let elapsed_after_end = Instant::now().saturating_duration_since(end);
     display.abort();
@@ -209,10 +229,10 @@ async fn mixed_operation(
         }
     };
     let remember = |id: String| {
-        if let Ok(mut known) = known.lock() {
-            if known.len() < KNOWN_INTENTS_MAX {
-                known.push(id);
-            }
+        if let Ok(mut known) = known.lock()
+            && known.len() < KNOWN_INTENTS_MAX
+        {
+            known.push(id);
         }
     };
     if (60..80).contains(&roll) {
@@ -220,10 +240,7 @@ async fn mixed_operation(
             return ("retrieve", api.retrieve(&id).await);
         }
     } else if (80..90).contains(&roll) {
-        return (
-            "manual capture",
-            api.manual_capture().await.map(remember),
-        );
+        return ("manual capture", api.manual_capture().await.map(remember));
     } else if roll >= 90 {
         // Each intent is refunded once (500 of its 2,000), so no refund
         // is refused for exceeding what was captured.
@@ -259,10 +276,10 @@ async fn open_loop(
         if in_flight.load(Ordering::Relaxed) >= OPEN_LOOP_MAX_IN_FLIGHT {
             let outcome = Err(OpError("generator_overloaded".to_owned()));
             progress.count(&outcome);
-            if intended >= measure_from {
-                if let Ok(mut recorder) = recorder.lock() {
-                    recorder.record("checkout", Duration::ZERO, &outcome);
-                }
+            if intended >= measure_from
+                && let Ok(mut recorder) = recorder.lock()
+            {
+                recorder.record("checkout", Duration::ZERO, &outcome);
             }
             continue;
         }
@@ -277,10 +294,10 @@ async fn open_loop(
             let latency = Instant::now().saturating_duration_since(intended);
             in_flight.fetch_sub(1, Ordering::Relaxed);
             progress.count(&outcome);
-            if intended >= measure_from {
-                if let Ok(mut recorder) = recorder.lock() {
-                    recorder.record("checkout", latency, &outcome);
-                }
+            if intended >= measure_from
+                && let Ok(mut recorder) = recorder.lock()
+            {
+                recorder.record("checkout", latency, &outcome);
             }
         });
     }
@@ -309,7 +326,11 @@ async fn show_progress(
         let now = Instant::now();
         let completed = progress.completed.load(Ordering::Relaxed);
         let errors = progress.errors.load(Ordering::Relaxed);
-        let phase = if now < measure_from { "warm-up" } else { "measuring" };
+        let phase = if now < measure_from {
+            "warm-up"
+        } else {
+            "measuring"
+        };
         let line = format!(
             "[{name}] {phase} {:>3}/{total_seconds} s  {completed:>9} done  {:>6}/s  {errors} errors",
             now.saturating_duration_since(start).as_secs(),

@@ -108,7 +108,10 @@ mod tests {
                       latency average = 2.244 ms\n\
                       tps = 7130.512345 (without initial connection time)\n";
         assert_eq!(field(output, "tps = "), Some(7130.512345));
-        assert_eq!(field(output, "number of transactions actually processed: "), Some(71300.0));
+        assert_eq!(
+            field(output, "number of transactions actually processed: "),
+            Some(71300.0)
+        );
         assert_eq!(field(output, "number of failed transactions: "), Some(0.0));
         assert_eq!(field(output, "latency average = "), Some(2.244));
     }

@@ -120,7 +120,11 @@ impl Sampler {
         let members = members(&self.groups);
         let cpu_start = members
             .iter()
-            .map(|pids| pids.iter().filter_map(|pid| Some((*pid, cpu_ticks(*pid)?))).collect())
+            .map(|pids| {
+                pids.iter()
+                    .filter_map(|pid| Some((*pid, cpu_ticks(*pid)?)))
+                    .collect()
+            })
             .collect();
         let peaks_kb = Arc::new(Mutex::new(vec![0; self.groups.len()]));
         let (stop, mut stopped) = tokio::sync::watch::channel(false);
@@ -200,7 +204,8 @@ impl Phase {
             load_average_1m_end: load_average_1m(),
             ..MachineUsage::default()
         };
-        if let (Some((busy_start, _)), Some((busy_end, _))) = (self.machine_start, machine_ticks()) {
+        if let (Some((busy_start, _)), Some((busy_end, _))) = (self.machine_start, machine_ticks())
+        {
             machine.busy_cpu_seconds = busy_end.saturating_sub(busy_start) as f64 / ticks;
             let measured: f64 = usages.iter().map(|usage| usage.cpu_seconds).sum();
             machine.unaccounted_cpu_seconds = (machine.busy_cpu_seconds - measured).max(0.0);
@@ -223,7 +228,9 @@ fn members(groups: &[Group]) -> Vec<Vec<u32>> {
                 .collect(),
             Matcher::Postgres { database_prefix } => processes
                 .iter()
-                .filter(|process| process.comm == "postgres" && is_ours(&process.title, database_prefix))
+                .filter(|process| {
+                    process.comm == "postgres" && is_ours(&process.title, database_prefix)
+                })
                 .map(|process| process.pid)
                 .collect(),
         })
@@ -235,7 +242,10 @@ fn members(groups: &[Group]) -> Vec<Vec<u32>> {
 /// WAL writer, …) have none of that and serve every database, so count.
 fn is_ours(title: &str, database_prefix: &str) -> bool {
     let client_backend = title.contains('(') || title.contains("[local]");
-    !client_backend || title.split_whitespace().any(|word| word.starts_with(database_prefix))
+    !client_backend
+        || title
+            .split_whitespace()
+            .any(|word| word.starts_with(database_prefix))
 }
 
 struct Process {
@@ -345,7 +355,10 @@ mod tests {
     fn backends_of_other_databases_do_not_count_but_the_server_does() {
         let prefix = "snakepay_bench";
         assert!(is_ours("postgres: 15/main: checkpointer ", prefix));
-        assert!(is_ours("/usr/lib/postgresql/15/bin/postgres -D /var/lib/x", prefix));
+        assert!(is_ours(
+            "/usr/lib/postgresql/15/bin/postgres -D /var/lib/x",
+            prefix
+        ));
         assert!(is_ours(
             "postgres: 15/main: snakepay snakepay_bench_shard_0 127.0.0.1(5432) idle",
             prefix

@@ -252,9 +252,9 @@ impl Report {
             *peak = peak.max(usage.peak_memory_mb);
         }
         if !peak_by_service.is_empty() {
-            let (name, peak) = peak_by_service
-                .iter()
-                .fold(("", 0.0), |acc, (name, peak)| if *peak > acc.1 { (name, *peak) } else { acc });
+            let (name, peak) = peak_by_service.iter().fold(("", 0.0), |acc, (name, peak)| {
+                if *peak > acc.1 { (name, *peak) } else { acc }
+            });
             targets.push(Target {
                 goal: format!("every service < {TARGET_SERVICE_MEMORY_MB} MB resident"),
                 measured: format!("max {peak:.0} MB ({name})"),
@@ -265,12 +265,18 @@ impl Report {
     }
 
     fn scenario(&self, scenario: Scenario) -> Option<&ScenarioResult> {
-        self.scenarios.iter().find(|result| result.scenario == scenario)
+        self.scenarios
+            .iter()
+            .find(|result| result.scenario == scenario)
     }
 
     pub fn print_table(&self, out: &mut impl Write) -> anyhow::Result<()> {
         writeln!(out)?;
-        writeln!(out, "Snakepay benchmark {} — {} cores, {}", self.label, self.cores, self.cpu_model)?;
+        writeln!(
+            out,
+            "Snakepay benchmark {} — {} cores, {}",
+            self.label, self.cores, self.cpu_model
+        )?;
         if !self.note.is_empty() {
             writeln!(out, "note: {}", self.note)?;
         }
@@ -278,14 +284,26 @@ impl Report {
             writeln!(
                 out,
                 "ceiling (pgbench, one checkout's SQL, {} clients): {:.0} payments/s, {:.3} ms PostgreSQL CPU each, {} failed",
-                baseline.clients, baseline.payments_per_second, baseline.postgresql_cpu_ms_per_payment, baseline.failed
+                baseline.clients,
+                baseline.payments_per_second,
+                baseline.postgresql_cpu_ms_per_payment,
+                baseline.failed
             )?;
         }
         writeln!(out)?;
         writeln!(
             out,
             "{:<10} {:<28} {:>9} {:>8} {:>7} {:>8} {:>8} {:>8} {:>8} {:>7}",
-            "scenario", "operation", "done", "per s", "errors", "p50 ms", "p90 ms", "p99 ms", "p99.9 ms", "ceiling"
+            "scenario",
+            "operation",
+            "done",
+            "per s",
+            "errors",
+            "p50 ms",
+            "p90 ms",
+            "p99 ms",
+            "p99.9 ms",
+            "ceiling"
         )?;
         for scenario in &self.scenarios {
             let share = scenario
@@ -312,7 +330,15 @@ impl Report {
                     writeln!(
                         out,
                         "{:<10}   {:<26} {:>9} {:>8.0} {:>7} {:>8.1} {:>8.1} {:>8.1} {:>8.1}",
-                        "", name, op.completed, op.per_second, "", l.p50_ms, l.p90_ms, l.p99_ms, l.p99_9_ms
+                        "",
+                        name,
+                        op.completed,
+                        op.per_second,
+                        "",
+                        l.p50_ms,
+                        l.p90_ms,
+                        l.p99_ms,
+                        l.p99_9_ms
                     )?;
                 }
             }
@@ -376,7 +402,8 @@ impl Report {
         let json = dir.join(format!("{label}.json"));
         let svg = dir.join(format!("{label}.svg"));
         let text = serde_json::to_string_pretty(self)?;
-        std::fs::write(&json, text + "\n").with_context(|| format!("writing {}", json.display()))?;
+        std::fs::write(&json, text + "\n")
+            .with_context(|| format!("writing {}", json.display()))?;
         std::fs::write(&svg, self.chart()).with_context(|| format!("writing {}", svg.display()))?;
         Ok((json, svg))
     }
@@ -422,7 +449,13 @@ impl Report {
                 y + 4.0
             ));
         }
-        for (percentile, label) in [(0.0, "0%"), (90.0, "90%"), (99.0, "99%"), (99.9, "99.9%"), (99.99, "99.99%")] {
+        for (percentile, label) in [
+            (0.0, "0%"),
+            (90.0, "90%"),
+            (99.0, "99%"),
+            (99.9, "99.9%"),
+            (99.99, "99.99%"),
+        ] {
             let x = x_of(percentile);
             svg.push_str(&format!(
                 "<line x1=\"{x:.1}\" y1=\"{TOP}\" x2=\"{x:.1}\" y2=\"{:.1}\" stroke=\"#ddd\"/>\
@@ -440,7 +473,10 @@ impl Report {
             TOP + plot_h / 2.0
         ));
         for (index, scenario) in self.scenarios.iter().enumerate() {
-            let colour = COLOURS.get(index % COLOURS.len()).copied().unwrap_or("black");
+            let colour = COLOURS
+                .get(index % COLOURS.len())
+                .copied()
+                .unwrap_or("black");
             let points: Vec<String> = scenario
                 .latency_by_percentile
                 .iter()
@@ -482,7 +518,9 @@ fn nice_ceiling(value: f64) -> f64 {
 }
 
 fn xml_escape(text: &str) -> String {
-    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }
 
 fn cpu_model() -> String {
