@@ -57,7 +57,7 @@ if [ -n "$SMOKE" ]; then
   # The test suite's debug build already holds these; this only links
   # what is missing. Results stay out of bench/results.
   say "building (debug, as the test suite did)"
-  cargo build --locked --bins "${PACKAGES[@]}"
+  cargo build --locked --workspace --all-features --bins
   BIN_DIR="$TARGET_DIR/debug"
   RESULTS_DIR="$STATE_DIR/results"
   LABEL="smoke-$(date -u +%Y%m%dT%H%M%SZ)"
@@ -154,11 +154,22 @@ if [ -n "$CAPTURE" ]; then
   note "captured checkout: $(checkout 2)"
   # The relay marks the outbox rows after the broker's confirm.
   sleep 2
-  tail -c "+$((offset + 1))" "$PG_LOG" | grep "@${BENCH_DB_PREFIX}_" >"$STATE_DIR/checkout-sql.log" || true
+  # Lines of the benchmark's databases, with their continuation lines
+  # (multi-line statements and parameters).
+  tail -c "+$((offset + 1))" "$PG_LOG" |
+    awk -v db="@${BENCH_DB_PREFIX}_" '/^[0-9]{4}-[0-9]{2}-[0-9]{2} / { keep = index($0, db) > 0 } keep' \
+      >"$STATE_DIR/checkout-sql.log"
+  python3 "$REPO_ROOT/bench/pgbench/generate.py" "$STATE_DIR/checkout-sql.log" >"$STATE_DIR/checkout.sql" ||
+    die "cannot turn the captured log into a pgbench script"
+  if diff -u "$REPO_ROOT/bench/pgbench/checkout.sql" "$STATE_DIR/checkout.sql"; then
+    ok "bench/pgbench/checkout.sql matches the platform's SQL"
+  else
+    note "the platform's SQL differs from bench/pgbench/checkout.sql (diff above);"
+    note "cp .stack/bench/checkout.sql bench/pgbench/checkout.sql to adopt it"
+  fi
   for name in "${BENCH_DB_PREFIX}_control" "${BENCH_DB_PREFIX}_shard_0" "${BENCH_DB_PREFIX}_shard_1"; do
     pg_super -c "alter database $name reset log_statement"
   done
-  ok "$(wc -l <"$STATE_DIR/checkout-sql.log") log lines in .stack/bench/checkout-sql.log (idle relay polls included: see bench/pgbench/README.md)"
   exit 0
 fi
 
