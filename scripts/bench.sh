@@ -13,6 +13,7 @@
 #                                    benchmark works, measures nothing
 #   scripts/bench.sh -- ARGS…        passes ARGS to snakepay-bench, e.g.
 #                                    -- --scenarios open-loop --rate-per-second 800
+#   scripts/bench.sh --no-build      reuse the binaries already built
 #   scripts/bench.sh --capture-sql   no benchmark: logs every statement the
 #                                    platform runs for one checkout (after a
 #                                    warm-up one) to .stack/bench/checkout-sql.log,
@@ -24,11 +25,13 @@ cd "$REPO_ROOT"
 
 SMOKE=""
 CAPTURE=""
+BUILD=1
 BENCH_ARGS=()
 while [ "$#" -gt 0 ]; do
   case "$1" in
     --smoke) SMOKE=1 ;;
     --capture-sql) CAPTURE=1 ;;
+    --no-build) BUILD="" ;;
     --) shift; BENCH_ARGS=("$@"); break ;;
     *) die "unknown argument $1 (see the header of $0)" ;;
   esac
@@ -57,7 +60,7 @@ if [ -n "$SMOKE" ]; then
   # The test suite's debug build already holds these; this only links
   # what is missing. Results stay out of bench/results.
   say "building (debug, as the test suite did)"
-  cargo build --locked --workspace --all-features --bins
+  if [ -n "$BUILD" ]; then cargo build --locked --workspace --all-features --bins; fi
   BIN_DIR="$TARGET_DIR/debug"
   RESULTS_DIR="$STATE_DIR/results"
   LABEL="smoke-$(date -u +%Y%m%dT%H%M%SZ)"
@@ -65,7 +68,7 @@ if [ -n "$SMOKE" ]; then
     --pgbench-seconds 2 --pgbench-clients 2)
 else
   say "building (release)"
-  cargo build --locked --release --bins "${PACKAGES[@]}"
+  if [ -n "$BUILD" ]; then cargo build --locked --release --bins "${PACKAGES[@]}"; fi
   BIN_DIR="$TARGET_DIR/release"
   RESULTS_DIR="$REPO_ROOT/bench/results"
   LABEL="$(date -u +%Y%m%dT%H%M%SZ)"

@@ -73,6 +73,8 @@ def with_unique_ids(literal, ids):
         return pgbench_safe(literal)
     parts = replaced[1:-1].split("' || :n || '")
     expression = " || :n || ".join(pgbench_safe("'" + part + "'") for part in parts)
+    if literal.startswith("'{\"{"):
+        return f"({expression})::jsonb[]"
     if literal.startswith(("'{\"", "'[")):
         return f"({expression})::jsonb"
     if literal.startswith("'{"):
@@ -95,6 +97,28 @@ def inline(sql, detail, ids):
             return value
         return with_unique_ids(value, ids)
     return re.sub(r"\$(\d+)\b", literal, sql)
+
+
+def relay_rows(body, tx):
+    """The relay locks the unpublished rows, then marks the IDs it read. A
+    script cannot carry those IDs from one statement to the next, so the
+    mark re-selects them (the same rows: they are locked by this
+    transaction); both take as many rows as this payment's relay pass did,
+    so each script run marks its own rows instead of piling them up."""
+    marked = re.search(r"update outbox set published_at = now\(\) where id = any\('\{([0-9,]*)\}'\)", body)
+    count = None
+    for sql, detail in tx["statements"]:
+        if "update outbox set published_at" in sql and detail:
+            found = re.search(r"\{([0-9,]*)\}", detail)
+            count = len(found.group(1).split(",")) if found else None
+    if count is None:
+        return body
+    if marked:
+        return (
+            "update outbox set published_at = now() where id = any(array(select id from outbox"
+            f" where published_at is null order by id limit {count} for update skip locked))"
+        )
+    return re.sub(r"limit '\d+'\s+for update skip locked", f"limit {count} for update skip locked", body)
 
 
 def main(path):
@@ -160,6 +184,7 @@ def main(path):
             head = " ".join(sql.split())[:70]
             out.append(f"-- statement {digest}: {head}")
             body = inline(sql, detail, ids)
+            body = relay_rows(body, tx)
             # pgbench reads one statement per line unless it ends in ';'
             # on a later line; collapse to one line to be safe.
             out.append(" ".join(body.split()) + ";")
