@@ -54,6 +54,9 @@ pub struct Usage {
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct MachineUsage {
     pub cores: usize,
+    /// The wall time between the phase's first and last /proc reading,
+    /// which can exceed the nominal window on a busy machine.
+    pub window_seconds: f64,
     pub busy_cpu_seconds: f64,
     pub unaccounted_cpu_seconds: f64,
     pub load_average_1m_start: f64,
@@ -75,6 +78,7 @@ pub struct Phase {
     task: tokio::task::JoinHandle<()>,
     machine_start: Option<(u64, u64)>,
     load_start: f64,
+    started: std::time::Instant,
 }
 
 impl Sampler {
@@ -157,6 +161,7 @@ impl Sampler {
             task,
             machine_start: machine_ticks(),
             load_start: load_average_1m(),
+            started: std::time::Instant::now(),
         }
     }
 }
@@ -199,6 +204,7 @@ impl Phase {
             });
         }
         let mut machine = MachineUsage {
+            window_seconds: self.started.elapsed().as_secs_f64(),
             cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
             load_average_1m_start: self.load_start,
             load_average_1m_end: load_average_1m(),

@@ -378,7 +378,7 @@ impl Report {
                 "other (noise)",
                 m.unaccounted_cpu_seconds,
                 m.busy_cpu_seconds,
-                scenario.measured_seconds * m.cores as f64,
+                m.window_seconds * m.cores as f64,
                 m.load_average_1m_start,
                 m.load_average_1m_end
             )?;
