@@ -77,9 +77,12 @@ step "observability (deploy/observability/check.sh)" bash deploy/observability/c
 # decryption code must not be compiled in, and sealing must still work.
 step "tests: vault without decrypt" \
   cargo nextest run --locked --profile ci -p snakepay-vault --no-tests=pass
-# Last, so its summary closes the output.
 step "tests (cargo nextest, all features)" \
   cargo nextest run --locked --profile ci --workspace --all-features
+# After the tests, whose build it reuses: the benchmark for a few seconds on
+# the debug binaries, proving it runs end to end and writes its results. It
+# measures nothing (benchmarks are never timed tests).
+step "benchmark (smoke)" "$REPO_ROOT/scripts/bench.sh" --smoke
 
 echo
 if [ "${#failed[@]}" -gt 0 ]; then
