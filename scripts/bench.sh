@@ -60,7 +60,17 @@ if [ -n "$SMOKE" ]; then
   # The test suite's debug build already holds these; this only links
   # what is missing. Results stay out of bench/results.
   say "building (debug, as the test suite did)"
-  if [ -n "$BUILD" ]; then cargo build --locked --workspace --all-features --bins; fi
+  if [ -n "$BUILD" ]; then
+    # The test run built the service binaries (its process tests start
+    # them); building them again with another feature set would recompile
+    # half the tree, so only what is missing is built here.
+    missing=()
+    for binary in snakepay-processor-sim snakepay-integration snakepay-external-api snakepay-admin; do
+      [ -x "$TARGET_DIR/debug/$binary" ] || missing+=(-p "$binary")
+    done
+    if [ "${#missing[@]}" -gt 0 ]; then cargo build --locked --bins "${missing[@]}"; fi
+    cargo build --locked -p snakepay-bench --bins
+  fi
   BIN_DIR="$TARGET_DIR/debug"
   RESULTS_DIR="$STATE_DIR/results"
   LABEL="smoke-$(date -u +%Y%m%dT%H%M%SZ)"
