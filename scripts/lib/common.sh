@@ -13,8 +13,9 @@ PG_PORT="${SNAKEPAY_PG_PORT:-5432}"
 REDIS_PORT="${SNAKEPAY_REDIS_PORT:-6379}"
 AMQP_PORT="${SNAKEPAY_AMQP_PORT:-5672}"
 
-# The application's database role. A development-only password: production
-# credentials come from Secrets Manager (deploy/aws).
+# The database role that owns the schema (migrations, the admin CLI). A
+# development-only password: production credentials come from Secrets
+# Manager (deploy/aws).
 DB_ROLE="snakepay"
 DB_PASSWORD="snakepay"
 # The services' own roles (crates/store migrations grant them their tables;
