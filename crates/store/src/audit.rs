@@ -196,7 +196,12 @@ pub fn this_host() -> Option<String> {
     std::env::var("HOSTNAME")
         .ok()
         .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
-        .map(|name| name.trim().chars().take(MAX_ORIGIN_CHARS).collect::<String>())
+        .map(|name| {
+            name.trim()
+                .chars()
+                .take(MAX_ORIGIN_CHARS)
+                .collect::<String>()
+        })
         .filter(|name| !name.is_empty())
 }
 

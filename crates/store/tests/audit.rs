@@ -201,7 +201,10 @@ async fn buffered_events_join_the_same_chain_in_order_and_tampering_with_them_is
             .await
             .unwrap();
     let expected: Vec<String> = (0..events).map(|i| format!("pm_{i}")).collect();
-    assert_eq!(resources, expected, "every event, once, in the order recorded");
+    assert_eq!(
+        resources, expected,
+        "every event, once, in the order recorded"
+    );
 
     tamper(&pool, "delete from audit_log where id = 500").await;
     let verification = audit::verify_chain(&pool).await.unwrap();
@@ -275,7 +278,10 @@ async fn events_survive_a_failed_write_and_are_written_on_the_next_flush() {
     recorder.record(card_event(1));
     recorder.record(card_event(2));
     let refused = recorder.flush().await.unwrap_err();
-    assert!(format!("{refused:#}").contains("permission denied"), "{refused:#}");
+    assert!(
+        format!("{refused:#}").contains("permission denied"),
+        "{refused:#}"
+    );
 
     sqlx::query("grant insert on audit_log to snakepay_integration")
         .execute(&owner)
@@ -283,11 +289,10 @@ async fn events_survive_a_failed_write_and_are_written_on_the_next_flush() {
         .unwrap();
     recorder.record(card_event(3));
     recorder.flush().await.unwrap();
-    let resources: Vec<String> =
-        sqlx::query_scalar("select resource from audit_log order by id")
-            .fetch_all(&owner)
-            .await
-            .unwrap();
+    let resources: Vec<String> = sqlx::query_scalar("select resource from audit_log order by id")
+        .fetch_all(&owner)
+        .await
+        .unwrap();
     assert_eq!(resources, ["pm_1", "pm_2", "pm_3"]);
     assert!(audit::verify_chain(&owner).await.unwrap().intact());
 }

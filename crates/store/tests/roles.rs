@@ -80,9 +80,15 @@ async fn no_service_role_may_change_the_schema_or_the_ledger_or_the_audit_trail(
     for role in roles::ALL {
         for (which, sql) in [
             (Db::Shard, "create table intruder (a int)"),
-            (Db::Shard, "alter table payment_intents add column intruder int"),
+            (
+                Db::Shard,
+                "alter table payment_intents add column intruder int",
+            ),
             (Db::Shard, "drop table outbox"),
-            (Db::Shard, "create index intruder on payment_intents (amount)"),
+            (
+                Db::Shard,
+                "create index intruder on payment_intents (amount)",
+            ),
             (Db::Shard, "drop trigger journals_immutable on journals"),
             (Db::Shard, "update journals set description = 'x'"),
             (Db::Shard, "update journal_lines set amount = 1"),
@@ -91,7 +97,10 @@ async fn no_service_role_may_change_the_schema_or_the_ledger_or_the_audit_trail(
             (Db::Shard, "truncate journal_lines"),
             (Db::Control, "create table intruder (a int)"),
             (Db::Control, "alter table merchants add column intruder int"),
-            (Db::Control, "drop trigger audit_log_append_only on audit_log"),
+            (
+                Db::Control,
+                "drop trigger audit_log_append_only on audit_log",
+            ),
             (Db::Control, "update audit_log set outcome = 'allowed'"),
             (Db::Control, "delete from audit_log"),
             (Db::Control, "truncate audit_log"),
@@ -219,7 +228,13 @@ async fn the_back_office_reads_clear_columns_only_and_the_pipeline_never_sees_ke
     ] {
         assert_refused(&db, Db::Control, INTEGRATION, sql).await;
     }
-    assert_allowed(&db, Db::Control, INTEGRATION, "select id, shard from merchants").await;
+    assert_allowed(
+        &db,
+        Db::Control,
+        INTEGRATION,
+        "select id, shard from merchants",
+    )
+    .await;
 }
 
 /// Every service appends to the audit trail through its own role, and the
@@ -256,7 +271,10 @@ async fn every_role_appends_to_the_audit_trail_and_not_even_the_owner_may_change
 
     // The owner (the migrating role) runs here through the test pools.
     let owner_refusals = [
-        (db.store.control(), "update audit_log set outcome = 'denied'"),
+        (
+            db.store.control(),
+            "update audit_log set outcome = 'denied'",
+        ),
         (db.store.control(), "delete from audit_log"),
         (db.store.control(), "truncate audit_log"),
     ];
@@ -268,7 +286,10 @@ async fn every_role_appends_to_the_audit_trail_and_not_even_the_owner_may_change
     // With no ledger rows a row trigger never fires, but TRUNCATE's does;
     // rows themselves are covered by crates/store/tests/ledger.rs.
     let shard = db.store.shards().next().unwrap().1;
-    let error = sqlx::query("truncate journal_lines").execute(shard).await.unwrap_err();
+    let error = sqlx::query("truncate journal_lines")
+        .execute(shard)
+        .await
+        .unwrap_err();
     let code = error.as_database_error().and_then(|e| e.code());
     assert_eq!(code.as_deref(), Some(INSUFFICIENT_PRIVILEGE));
 }

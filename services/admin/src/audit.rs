@@ -33,7 +33,12 @@ fn operator() -> audit::Actor {
     let subject = std::env::var("SNAKEPAY_ADMIN_ACTOR")
         .or_else(|_| std::env::var("USER"))
         .ok()
-        .map(|name| name.trim().chars().take(MAX_SUBJECT_CHARS).collect::<String>())
+        .map(|name| {
+            name.trim()
+                .chars()
+                .take(MAX_SUBJECT_CHARS)
+                .collect::<String>()
+        })
         .filter(|name| !name.is_empty())
         .unwrap_or_else(|| "unknown".to_owned());
     audit::Actor {

@@ -149,7 +149,10 @@ pub async fn run(
             let (outcome, details) = match &result {
                 Ok(report) if report.failed.is_empty() => ("succeeded", report.to_json()),
                 Ok(report) => ("incomplete", report.to_json()),
-                Err(error) => ("failed", serde_json::json!({ "error": format!("{error:#}") })),
+                Err(error) => (
+                    "failed",
+                    serde_json::json!({ "error": format!("{error:#}") }),
+                ),
             };
             let resource = result
                 .as_ref()
@@ -157,7 +160,11 @@ pub async fn run(
                 .map(|report| report.active_kek_id.clone());
             let recorded = crate::audit::record(
                 &store,
-                if rewrap_only { "keys.rewrap" } else { "keys.rotate" },
+                if rewrap_only {
+                    "keys.rewrap"
+                } else {
+                    "keys.rotate"
+                },
                 resource.as_deref(),
                 outcome,
                 &details,
@@ -180,7 +187,10 @@ pub async fn run(
             let result = retire(&store, provider()?.as_ref(), &kek).await;
             let (outcome, details) = match &result {
                 Ok(remaining) => ("succeeded", serde_json::json!({ "kek_ids": remaining })),
-                Err(error) => ("refused", serde_json::json!({ "error": format!("{error:#}") })),
+                Err(error) => (
+                    "refused",
+                    serde_json::json!({ "error": format!("{error:#}") }),
+                ),
             };
             let recorded =
                 crate::audit::record(&store, "keys.retire", Some(&kek), outcome, &details).await;

@@ -317,7 +317,10 @@ pub async fn run(
             }
             // The keys issued (PCI DSS 10.2.2: key creation is audited like
             // the Internal API's), recorded before they are shown.
-            let mut issued = vec![(&secret, "secret", false), (&publishable, "publishable", false)];
+            let mut issued = vec![
+                (&secret, "secret", false),
+                (&publishable, "publishable", false),
+            ];
             if let Some(live) = &live {
                 issued.push((live, "secret", true));
             }

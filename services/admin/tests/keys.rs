@@ -381,12 +381,11 @@ async fn retire_refuses_a_key_that_still_wraps_records() {
 
     // Every key operation, done or refused, is in the audit trail (PCI DSS
     // 10.2.2), in order, and the chain verifies.
-    let trail: Vec<(String, Option<String>, String, String)> = sqlx::query_as(
-        "select action, resource, outcome, actor_role from audit_log order by id",
-    )
-    .fetch_all(store.control())
-    .await
-    .unwrap();
+    let trail: Vec<(String, Option<String>, String, String)> =
+        sqlx::query_as("select action, resource, outcome, actor_role from audit_log order by id")
+            .fetch_all(store.control())
+            .await
+            .unwrap();
     let trail: Vec<(&str, Option<&str>, &str)> = trail
         .iter()
         .map(|(action, resource, outcome, role)| {

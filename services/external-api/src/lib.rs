@@ -220,7 +220,10 @@ pub async fn run(config: ExternalApiConfig) -> anyhow::Result<()> {
     // Failed authentications of the last fraction of a second are still in
     // the audit buffer.
     if let Err(error) = audit.flush().await {
-        tracing::warn!(error = format!("{error:#}"), "flushing the audit buffer at shutdown");
+        tracing::warn!(
+            error = format!("{error:#}"),
+            "flushing the audit buffer at shutdown"
+        );
     }
     store.close().await;
     tracing::info!("external api stopped");

@@ -81,7 +81,10 @@ impl RunningIntegration {
         // The card accesses of the last fraction of a second are still in
         // the audit buffer: write them before the pools close.
         if let Err(error) = self.pipeline.audit.flush().await {
-            tracing::warn!(error = format!("{error:#}"), "flushing the audit buffer at shutdown");
+            tracing::warn!(
+                error = format!("{error:#}"),
+                "flushing the audit buffer at shutdown"
+            );
         }
         self.pipeline.store.close().await;
         Ok(())

@@ -103,11 +103,7 @@ impl Recorder {
     }
 }
 
-async fn write_loop(
-    pool: PgPool,
-    mut receiver: mpsc::Receiver<Message>,
-    dropped: Arc<AtomicU64>,
-) {
+async fn write_loop(pool: PgPool, mut receiver: mpsc::Receiver<Message>, dropped: Arc<AtomicU64>) {
     let mut pending: Vec<Event> = Vec::new();
     let mut waiters: Vec<oneshot::Sender<Result<(), String>>> = Vec::new();
     let mut ticker = tokio::time::interval(Duration::from_millis(FLUSH_INTERVAL_MS));
@@ -138,7 +134,10 @@ async fn write_loop(
                 failing = false;
             }
             Err(error) if !failing => {
-                tracing::warn!(error = format!("{error:#}"), "writing audit events failed; retrying");
+                tracing::warn!(
+                    error = format!("{error:#}"),
+                    "writing audit events failed; retrying"
+                );
                 failing = true;
             }
             _ => {}
