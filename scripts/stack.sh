@@ -84,6 +84,9 @@ ensure_databases() {
       pg_super -c "create role $service login password '$DB_PASSWORD'"
       ok "created role $service"
     fi
+    # The owner may end a service's sessions (tests drop their databases
+    # WITH (FORCE) while services are still connected).
+    pg_super -c "grant $service to $DB_ROLE" >/dev/null 2>&1 || true
   done
   local names=() prefix
   for prefix in "snakepay_${LOCAL_REGION}" "snakepay_test"; do

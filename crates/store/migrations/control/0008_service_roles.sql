@@ -37,6 +37,18 @@ begin
                               hint = 'create the service roles first (scripts/stack.sh does) or migrate as a role with CREATEROLE';
             end;
         end if;
+        -- The migrating role becomes a member, so it may end the service's
+        -- sessions (dropping a database WITH (FORCE), as the tests do); it
+        -- owns every object, so this gives it nothing else. Where it may
+        -- not grant that, the deployment does (scripts/stack.sh does).
+        if not pg_has_role(current_user, service, 'member') then
+            begin
+                execute format('grant %I to %I', service, current_user);
+            exception
+                when insufficient_privilege or invalid_grant_operation then
+                    raise notice '% may not join role %; grant it by hand', current_user, service;
+            end;
+        end if;
     end loop;
 end $$;
 
