@@ -1,7 +1,7 @@
 //! The services' PostgreSQL roles (least privilege, PCI DSS 7.2).
 //!
 //! The migrations (`0008_service_roles.sql` in the control database,
-//! `0006_service_roles.sql` in the shards) create one role per service and
+//! `0007_service_roles.sql` in the shards) create one role per service and
 //! grant it only what its code needs; the role that runs the migrations owns
 //! every table and is the only one that changes the schema. Each service
 //! names its role in its configuration section (`database_user`, defaulting
