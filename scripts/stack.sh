@@ -72,6 +72,22 @@ ensure_databases() {
     pg_super -c "create role $DB_ROLE login createdb password '$DB_PASSWORD'"
     ok "created role $DB_ROLE"
   fi
+  # One login role per service (least privilege, docs/security.md 7.2). The
+  # migrations grant them their tables and would create them too, but the
+  # application role may not create roles; here they get the development
+  # password, so the local run works under password authentication as well.
+  local service
+  for service in "${DB_SERVICE_ROLES[@]}"; do
+    if [ "$(pg_super -c "select 1 from pg_roles where rolname = '$service'")" = 1 ]; then
+      ok "role $service exists"
+    else
+      pg_super -c "create role $service login password '$DB_PASSWORD'"
+      ok "created role $service"
+    fi
+    # The owner may end a service's sessions (tests drop their databases
+    # WITH (FORCE) while services are still connected).
+    pg_super -c "grant $service to $DB_ROLE" >/dev/null 2>&1 || true
+  done
   local names=() prefix
   for prefix in "snakepay_${LOCAL_REGION}" "snakepay_test"; do
     names+=("${prefix}_control")

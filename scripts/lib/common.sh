@@ -13,10 +13,15 @@ PG_PORT="${SNAKEPAY_PG_PORT:-5432}"
 REDIS_PORT="${SNAKEPAY_REDIS_PORT:-6379}"
 AMQP_PORT="${SNAKEPAY_AMQP_PORT:-5672}"
 
-# The application's database role. A development-only password: production
-# credentials come from Secrets Manager (deploy/aws).
+# The database role that owns the schema (migrations, the admin CLI). A
+# development-only password: production credentials come from Secrets
+# Manager (deploy/aws).
 DB_ROLE="snakepay"
 DB_PASSWORD="snakepay"
+# The services' own roles (crates/store migrations grant them their tables;
+# each service's config section names its role as database_user). They share
+# the development password locally.
+DB_SERVICE_ROLES=(snakepay_external_api snakepay_internal_api snakepay_integration)
 
 # The local region: one control database and two shards, so sharding is
 # always exercised. Tests get their own databases (prefix snakepay_test).

@@ -10,12 +10,18 @@
 //! on the table for every role; the chain catches what a superuser could
 //! still do.
 //!
-//! Any service (and the admin CLI) appends through [`append`].
+//! Any service (and the admin CLI) appends through [`append`]; frequent
+//! events (card access, failed authentications) go through a [`Recorder`],
+//! which buffers them in memory and appends them in batches ([`recorder`]).
 
 use sha2::{Digest, Sha256};
 use sqlx::{PgPool, Row};
 
 use crate::unix_now_ms;
+
+pub mod recorder;
+
+pub use recorder::{Event, Recorder};
 
 /// The hash the first row chains to.
 pub const GENESIS_HASH: [u8; 32] = [0; 32];
@@ -108,51 +114,99 @@ impl Entry {
 /// Appends one row, chained to the current head. Linear under concurrency:
 /// the head row is locked until the append commits.
 pub async fn append(pool: &PgPool, new: &NewEntry<'_>) -> anyhow::Result<Entry> {
-    let details = serde_json::to_string(new.details)?;
+    append_all(pool, std::slice::from_ref(new))
+        .await?
+        .pop()
+        .ok_or_else(|| anyhow::anyhow!("an append of one row returned none"))
+}
+
+/// Appends rows in order in one transaction: one head lock and one
+/// statement for the whole batch, which is what lets frequent events (card
+/// access, authentication failures) be audited without serializing every
+/// payment on the head row (see [`Recorder`]).
+pub async fn append_all(pool: &PgPool, batch: &[NewEntry<'_>]) -> anyhow::Result<Vec<Entry>> {
+    if batch.is_empty() {
+        return Ok(Vec::new());
+    }
     let mut tx = pool.begin().await?;
     let (last_id, last_hash): (i64, Vec<u8>) =
         sqlx::query_as("select last_id, last_hash from audit_chain_head for update")
             .fetch_one(&mut *tx)
             .await?;
-    let mut entry = Entry {
-        id: last_id + 1,
-        at_ms: unix_now_ms(),
-        actor_subject: new.actor.subject.clone(),
-        actor_role: new.actor.role.clone(),
-        action: new.action.to_owned(),
-        resource: new.resource.map(str::to_owned),
-        outcome: new.outcome.to_owned(),
-        origin: new.origin.map(str::to_owned),
-        details,
-        prev_hash: last_hash,
-        hash: Vec::new(),
-    };
-    entry.hash = entry.expected_hash(&entry.prev_hash).to_vec();
-    // One round trip for the row and the new head.
+    let at_ms = unix_now_ms();
+    let mut entries = Vec::with_capacity(batch.len());
+    let mut prev_hash = last_hash;
+    for (offset, new) in (1_i64..).zip(batch) {
+        let mut entry = Entry {
+            id: last_id + offset,
+            at_ms,
+            actor_subject: new.actor.subject.clone(),
+            actor_role: new.actor.role.clone(),
+            action: new.action.to_owned(),
+            resource: new.resource.map(str::to_owned),
+            outcome: new.outcome.to_owned(),
+            origin: new.origin.map(str::to_owned),
+            details: serde_json::to_string(new.details)?,
+            prev_hash,
+            hash: Vec::new(),
+        };
+        entry.hash = entry.expected_hash(&entry.prev_hash).to_vec();
+        prev_hash = entry.hash.clone();
+        entries.push(entry);
+    }
+    let column = |f: fn(&Entry) -> Option<String>| entries.iter().map(f).collect::<Vec<_>>();
+    let ids: Vec<i64> = entries.iter().map(|e| e.id).collect();
+    let prev_hashes: Vec<Vec<u8>> = entries.iter().map(|e| e.prev_hash.clone()).collect();
+    let hashes: Vec<Vec<u8>> = entries.iter().map(|e| e.hash.clone()).collect();
+    let (head_id, head_hash) = (ids.last().copied(), hashes.last().cloned());
+    // One round trip for the rows and the new head.
     sqlx::query(
-        "with row as (
+        "with rows as (
              insert into audit_log (id, at_ms, actor_subject, actor_role, action, resource,
                  outcome, origin, details, prev_hash, hash)
-             values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+             select id, $2, subject, role, action, resource, outcome, origin, details, prev, hash
+             from unnest($1::bigint[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
+                         $8::text[], $9::text[], $10::bytea[], $11::bytea[])
+                  as t(id, subject, role, action, resource, outcome, origin, details, prev, hash)
          )
-         update audit_chain_head set last_id = $1, last_hash = $11",
+         update audit_chain_head set last_id = $12, last_hash = $13",
     )
-    .bind(entry.id)
-    .bind(entry.at_ms)
-    .bind(&entry.actor_subject)
-    .bind(&entry.actor_role)
-    .bind(&entry.action)
-    .bind(&entry.resource)
-    .bind(&entry.outcome)
-    .bind(&entry.origin)
-    .bind(&entry.details)
-    .bind(&entry.prev_hash)
-    .bind(&entry.hash)
+    .bind(&ids)
+    .bind(at_ms)
+    .bind(column(|e| Some(e.actor_subject.clone())))
+    .bind(column(|e| Some(e.actor_role.clone())))
+    .bind(column(|e| Some(e.action.clone())))
+    .bind(column(|e| e.resource.clone()))
+    .bind(column(|e| Some(e.outcome.clone())))
+    .bind(column(|e| e.origin.clone()))
+    .bind(column(|e| Some(e.details.clone())))
+    .bind(&prev_hashes)
+    .bind(&hashes)
+    .bind(head_id)
+    .bind(head_hash)
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;
-    Ok(entry)
+    Ok(entries)
 }
+
+/// The host this process runs on, as the origin of a service's own audit
+/// events (staff requests carry the client's address instead).
+pub fn this_host() -> Option<String> {
+    std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+        .map(|name| {
+            name.trim()
+                .chars()
+                .take(MAX_ORIGIN_CHARS)
+                .collect::<String>()
+        })
+        .filter(|name| !name.is_empty())
+}
+
+/// `audit_log.origin`'s limit.
+const MAX_ORIGIN_CHARS: usize = 100;
 
 /// Filters for [`query`]; every one is optional. Newest first; `before_id`
 /// is the cursor (the last ID of the previous page).

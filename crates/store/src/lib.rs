@@ -7,6 +7,8 @@
 //!   carries, so no request needs a lookup to find its data.
 //! - [`migrate`]: the embedded migrations (`migrations/control`,
 //!   `migrations/shard`), run by `snakepay-admin migrate`.
+//! - [`roles`]: the services' database roles (least privilege); the
+//!   migrations create and grant them, services connect as theirs.
 //! - [`retry`]: re-running transactions that lost a serialization conflict
 //!   or a deadlock.
 //! - [`ledger`]: posting domain journals as immutable rows (the database
@@ -60,6 +62,7 @@ pub mod outbox;
 pub mod refund_requests;
 pub mod refunds;
 pub mod retry;
+pub mod roles;
 pub mod search;
 #[cfg(feature = "testing")]
 pub mod testing;
@@ -92,15 +95,31 @@ pub struct UnknownShard(pub ShardNumber);
 impl Store {
     /// Connects lazily: pools open connections on first use, so a service can
     /// start (and report not-ready) while a database is still coming up.
+    /// Connects as the user of the URLs: the migrating role that owns the
+    /// schema (the admin CLI). Services use [`Store::connect_lazy_as`].
     pub fn connect_lazy(config: &DatabaseConfig) -> anyhow::Result<Store> {
-        let control =
-            pool(config, config.control_url.expose().as_str()).context("database.control_url")?;
+        Store::connect(config, None)
+    }
+
+    /// Connects as `user` (a service's own role, see [`roles`]) instead of
+    /// the URLs' user, with the URLs' password.
+    pub fn connect_lazy_as(config: &DatabaseConfig, user: &str) -> anyhow::Result<Store> {
+        anyhow::ensure!(
+            roles::is_valid_role_name(user),
+            "database user {user:?} is not a plain PostgreSQL role name"
+        );
+        Store::connect(config, Some(user))
+    }
+
+    fn connect(config: &DatabaseConfig, user: Option<&str>) -> anyhow::Result<Store> {
+        let control = pool(config, config.control_url.expose().as_str(), user)
+            .context("database.control_url")?;
         let shards = config
             .shard_urls
             .iter()
             .enumerate()
             .map(|(index, url)| {
-                pool(config, url.expose().as_str())
+                pool(config, url.expose().as_str(), user)
                     .with_context(|| format!("database.shard_urls[{index}]"))
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
@@ -191,10 +210,13 @@ impl Store {
     }
 }
 
-fn pool(config: &DatabaseConfig, url: &str) -> anyhow::Result<PgPool> {
+fn pool(config: &DatabaseConfig, url: &str, user: Option<&str>) -> anyhow::Result<PgPool> {
     let statement_timeout_ms = config.statement_timeout_ms.to_string();
-    let options = PgConnectOptions::from_str(url)
-        .context("invalid PostgreSQL URL")?
+    let mut options = PgConnectOptions::from_str(url).context("invalid PostgreSQL URL")?;
+    if let Some(user) = user {
+        options = options.username(user);
+    }
+    let options = options
         // A runaway query must not hold a connection (and its locks) forever.
         .options([("statement_timeout", statement_timeout_ms.as_str())])
         .application_name("snakepay");

@@ -146,8 +146,33 @@ pub async fn run(
                 },
             )
             .await;
+            let (outcome, details) = match &result {
+                Ok(report) if report.failed.is_empty() => ("succeeded", report.to_json()),
+                Ok(report) => ("incomplete", report.to_json()),
+                Err(error) => (
+                    "failed",
+                    serde_json::json!({ "error": format!("{error:#}") }),
+                ),
+            };
+            let resource = result
+                .as_ref()
+                .ok()
+                .map(|report| report.active_kek_id.clone());
+            let recorded = crate::audit::record(
+                &store,
+                if rewrap_only {
+                    "keys.rewrap"
+                } else {
+                    "keys.rotate"
+                },
+                resource.as_deref(),
+                outcome,
+                &details,
+            )
+            .await;
             store.close().await;
             let report = result?;
+            recorded?;
             writeln!(out, "{}", report.to_json())?;
             anyhow::ensure!(
                 report.failed.is_empty(),
@@ -160,8 +185,18 @@ pub async fn run(
         KeysCommand::Retire { kek } => {
             let store = Store::connect_lazy(&config.database)?;
             let result = retire(&store, provider()?.as_ref(), &kek).await;
+            let (outcome, details) = match &result {
+                Ok(remaining) => ("succeeded", serde_json::json!({ "kek_ids": remaining })),
+                Err(error) => (
+                    "refused",
+                    serde_json::json!({ "error": format!("{error:#}") }),
+                ),
+            };
+            let recorded =
+                crate::audit::record(&store, "keys.retire", Some(&kek), outcome, &details).await;
             store.close().await;
             let remaining = result?;
+            recorded?;
             writeln!(
                 out,
                 "{}",

@@ -17,7 +17,7 @@
 //! prints a table (or JSON with `--json`) and exits 1 when it finds
 //! violations, 2 when it cannot check.
 
-mod audit;
+pub mod audit;
 pub mod keys;
 mod token;
 pub mod verify;
@@ -295,9 +295,10 @@ pub async fn run(
                 "secret_key": secret.key,
                 "publishable_key": publishable.key,
             });
+            let mut live = None;
             if verified {
                 merchants::set_kyc_status(control, merchant.id, KycStatus::Verified).await?;
-                let live = merchants::create_api_key(
+                let key = merchants::create_api_key(
                     control,
                     &hasher,
                     region,
@@ -309,9 +310,34 @@ pub async fn run(
                 if let Some(fields) = shown.as_object_mut() {
                     fields.insert(
                         "live_secret_key".to_owned(),
-                        serde_json::Value::String(live.key),
+                        serde_json::Value::String(key.key.clone()),
                     );
                 }
+                live = Some(key);
+            }
+            // The keys issued (PCI DSS 10.2.2: key creation is audited like
+            // the Internal API's), recorded before they are shown.
+            let mut issued = vec![
+                (&secret, "secret", false),
+                (&publishable, "publishable", false),
+            ];
+            if let Some(live) = &live {
+                issued.push((live, "secret", true));
+            }
+            for (key, kind, livemode) in issued {
+                audit::record(
+                    &store,
+                    "api_key.create",
+                    Some(&key.key_id),
+                    "succeeded",
+                    &serde_json::json!({
+                        "merchant": merchant.id.to_string(),
+                        "kind": kind,
+                        "livemode": livemode,
+                        "kyc_verified": verified,
+                    }),
+                )
+                .await?;
             }
             writeln!(out, "{shown}")?;
             store.close().await;

@@ -73,6 +73,20 @@ async fn migrate_then_merchant_create_prints_working_test_keys() {
         .await
         .unwrap();
     assert_eq!(auth.merchant_id, merchant);
+
+    // Both keys issued are audited by ID (never the key itself).
+    let issued: Vec<(String, String, String)> =
+        sqlx::query_as("select action, resource, details from audit_log order by id")
+            .fetch_all(db.store.control())
+            .await
+            .unwrap();
+    assert_eq!(issued.len(), 2, "{issued:?}");
+    for (action, resource, details) in &issued {
+        assert_eq!(action, "api_key.create");
+        assert!(resource.starts_with("key_"), "{resource}");
+        assert!(details.contains(&merchant.to_string()), "{details}");
+        assert!(!details.contains(secret) && !resource.contains(secret));
+    }
 }
 
 #[tokio::test]

@@ -378,6 +378,34 @@ async fn retire_refuses_a_key_that_still_wraps_records() {
         format!("{error:#}").contains("is the active key"),
         "{error:#}"
     );
+
+    // Every key operation, done or refused, is in the audit trail (PCI DSS
+    // 10.2.2), in order, and the chain verifies.
+    let trail: Vec<(String, Option<String>, String, String)> =
+        sqlx::query_as("select action, resource, outcome, actor_role from audit_log order by id")
+            .fetch_all(store.control())
+            .await
+            .unwrap();
+    let trail: Vec<(&str, Option<&str>, &str)> = trail
+        .iter()
+        .map(|(action, resource, outcome, role)| {
+            assert_eq!(role, "admin-cli");
+            (action.as_str(), resource.as_deref(), outcome.as_str())
+        })
+        .collect();
+    assert_eq!(
+        trail,
+        [
+            ("keys.retire", Some("kek-1"), "refused"),
+            ("keys.rewrap", Some("kek-2"), "succeeded"),
+            ("keys.retire", Some("kek-1"), "succeeded"),
+            ("keys.retire", Some("kek-2"), "refused"),
+        ]
+    );
+    let verification = snakepay_store::audit::verify_chain(store.control())
+        .await
+        .unwrap();
+    assert!(verification.intact(), "{verification:?}");
     store.close().await;
 }
 

@@ -41,7 +41,7 @@ impl FromRequestParts<AppState> for Auth {
     ) -> Result<Self, Self::Rejection> {
         let key = match require_api_key(&parts.headers) {
             Ok(key) => key,
-            Err(error) => return Err(throttle_failure(parts, state, error).await),
+            Err(error) => return Err(throttle_failure(parts, state, error, "missing", None).await),
         };
         match authenticate(state, &key).await {
             Ok(context) => {
@@ -60,7 +60,12 @@ impl FromRequestParts<AppState> for Auth {
                 Ok(Auth(context))
             }
             Err(error @ (AuthError::Invalid | AuthError::Revoked)) => {
-                Err(throttle_failure(parts, state, refusal(&key, &error)).await)
+                let reason = if matches!(error, AuthError::Revoked) {
+                    "revoked"
+                } else {
+                    "invalid"
+                };
+                Err(throttle_failure(parts, state, refusal(&key, &error), reason, Some(&key)).await)
             }
             Err(AuthError::OtherRegion(region)) => Err(ApiError::unauthorized(format!(
                 "This API key belongs to {}.",
@@ -81,16 +86,49 @@ impl FromRequestParts<AppState> for Auth {
 }
 
 /// Counts a failed authentication against the client's address: within
-/// the allowance the refusal stands (401); beyond it the client is told to
-/// slow down (429 with `Retry-After`), so keys cannot be guessed at speed.
-async fn throttle_failure(parts: &Parts, state: &AppState, refusal: ApiError) -> ApiError {
-    let Some(ConnectInfo(peer)) = parts.extensions.get::<ConnectInfo<SocketAddr>>() else {
-        return refusal;
+/// the allowance the refusal stands (401) and is audited; beyond it the
+/// client is told to slow down (429 with `Retry-After`), so keys cannot be
+/// guessed at speed. Throttled refusals are logged, not audited one by one:
+/// the throttle is what bounds the audit rows a client can cause.
+async fn throttle_failure(
+    parts: &Parts,
+    state: &AppState,
+    refusal: ApiError,
+    reason: &str,
+    key: Option<&str>,
+) -> ApiError {
+    let peer = parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(peer)| peer.ip());
+    let throttled = match peer {
+        Some(ip) => state.rate_limits.check_auth_failure(ip).await.err(),
+        None => None,
     };
-    match state.rate_limits.check_auth_failure(peer.ip()).await {
-        Ok(()) => refusal,
-        Err(wait) => {
-            tracing::warn!(client.address = %peer.ip(), "failed authentications throttled");
+    if throttled.is_none() {
+        state.audit.record(snakepay_store::audit::Event {
+            actor: snakepay_store::audit::Actor {
+                subject: "anonymous".into(),
+                role: "api_key".into(),
+            },
+            action: "api_key.authenticate".into(),
+            // What the client sent, as the refusal shows it (never whole).
+            resource: key.map(redact),
+            outcome: "unauthenticated".into(),
+            origin: peer.map(|ip| ip.to_string()),
+            details: serde_json::json!({
+                "reason": reason,
+                "method": parts.method.as_str(),
+                "path": parts.uri.path(),
+            }),
+        });
+    }
+    match throttled {
+        None => refusal,
+        Some(wait) => {
+            if let Some(ip) = peer {
+                tracing::warn!(client.address = %ip, "failed authentications throttled");
+            }
             ApiError::rate_limited().with_retry_after(retry_after_seconds(wait))
         }
     }

@@ -76,6 +76,15 @@ pub struct ExternalApiSection {
     /// client secret. Empty (the default) allows no cross-origin calls.
     #[serde(default)]
     pub checkout_origins: Vec<String>,
+    /// The PostgreSQL role this service connects as (least privilege,
+    /// docs/security.md 7.2), with the password of `[database]`'s URLs. The
+    /// migrations create it and grant it only what this service needs.
+    #[serde(default = "default_database_user")]
+    pub database_user: String,
+}
+
+fn default_database_user() -> String {
+    snakepay_store::roles::EXTERNAL_API.to_owned()
 }
 
 fn default_request_log() -> bool {
@@ -117,6 +126,12 @@ impl Validate for ExternalApiConfig {
         }
         self.telemetry.validate("telemetry")?;
         self.external_api.http.validate("external_api")?;
+        if !snakepay_store::roles::is_valid_role_name(&self.external_api.database_user) {
+            return Err(ConfigError::invalid(
+                key("external_api", "database_user"),
+                "must be a PostgreSQL role name (a-z, 0-9, _)",
+            ));
+        }
         // A request still running must never have its idempotency key taken
         // over by a retry: the key's lock must outlive the request timeout.
         let lock_ms =

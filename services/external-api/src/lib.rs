@@ -55,7 +55,7 @@ const RATE_LIMIT_PREFIX: &str = "ratelimit:";
 const REAPER_INTERVAL: Duration = Duration::from_secs(15 * 60);
 
 fn app(config: &ExternalApiConfig) -> anyhow::Result<(axum::Router, AppState)> {
-    let store = Store::connect_lazy(&config.database)?;
+    let store = Store::connect_lazy_as(&config.database, &config.external_api.database_user)?;
     store.export_pool_metrics();
     let vault = open_vault(&config.vault)?;
     let redis = config
@@ -86,6 +86,7 @@ fn app(config: &ExternalApiConfig) -> anyhow::Result<(axum::Router, AppState)> {
         .with_auth_failures_per_second(config.external_api.auth_failures_per_second),
         outcomes: outcomes.clone(),
         caches: redis.as_ref().map(snakepay_cache::Caches::new),
+        audit: snakepay_store::audit::Recorder::start(store.control().clone()),
     }));
     let readiness_store = store.clone();
     let mut checks = vec![ReadinessCheck::new("postgres", move || {
@@ -206,6 +207,7 @@ pub async fn run(config: ExternalApiConfig) -> anyhow::Result<()> {
 async fn serve_until_shutdown(config: ExternalApiConfig) -> anyhow::Result<()> {
     let (app, state) = app(&config)?;
     let store = state.store.clone();
+    let audit = state.audit.clone();
     let listener_task = spawn_reply_listener(&state, &config);
     spawn_reaper(state);
     let _admin = snakepay_http::admin::spawn_admin(config.external_api.http.metrics_addr)
@@ -220,6 +222,14 @@ async fn serve_until_shutdown(config: ExternalApiConfig) -> anyhow::Result<()> {
     // Drops the broker connection, and with it the reply queue.
     if let Some(task) = listener_task {
         task.abort();
+    }
+    // Failed authentications of the last fraction of a second are still in
+    // the audit buffer.
+    if let Err(error) = audit.flush().await {
+        tracing::warn!(
+            error = format!("{error:#}"),
+            "flushing the audit buffer at shutdown"
+        );
     }
     store.close().await;
     tracing::info!("external api stopped");

@@ -31,6 +31,10 @@ pub struct Inner {
     /// read-through on retrieve of intents, refunds, customers and charges,
     /// invalidated by every change before it commits.
     pub caches: Option<snakepay_cache::Caches>,
+    /// Failed authentications are audited (PCI DSS 10.2.1.4) through the
+    /// buffer: bounded per client address by the throttle, written in
+    /// batches so a burst never locks the chain head per request.
+    pub audit: snakepay_store::audit::Recorder,
 }
 
 impl std::ops::Deref for AppState {

@@ -32,6 +32,11 @@ pub struct IntegrationSection {
     /// The listener for processor notifications and health checks.
     #[serde(flatten)]
     pub http: HttpConfig,
+    /// The PostgreSQL role this service connects as (least privilege,
+    /// docs/security.md 7.2), with the password of `[database]`'s URLs. The
+    /// migrations create it and grant it only what this service needs.
+    #[serde(default = "default_database_user")]
+    pub database_user: String,
     pub processor_sim: SimProcessorSettings,
     #[serde(default)]
     pub egress: EgressSettings,
@@ -156,9 +161,19 @@ impl Validate for IntegrationConfig {
     }
 }
 
+fn default_database_user() -> String {
+    snakepay_store::roles::INTEGRATION.to_owned()
+}
+
 impl Validate for IntegrationSection {
     fn validate(&self, prefix: &str) -> Result<(), ConfigError> {
         self.http.validate(prefix)?;
+        if !snakepay_store::roles::is_valid_role_name(&self.database_user) {
+            return Err(ConfigError::invalid(
+                key(prefix, "database_user"),
+                "must be a PostgreSQL role name (a-z, 0-9, _)",
+            ));
+        }
         let k = |name: &str| key(prefix, name);
         in_range(self.call_timeout_ms, 10, 120_000, &k("call_timeout_ms"))?;
         in_range(self.call_attempts, 1, 10, &k("call_attempts"))?;

@@ -78,6 +78,14 @@ impl RunningIntegration {
         if let Some(publisher) = &self.pipeline.replies {
             publisher.close().await;
         }
+        // The card accesses of the last fraction of a second are still in
+        // the audit buffer: write them before the pools close.
+        if let Err(error) = self.pipeline.audit.flush().await {
+            tracing::warn!(
+                error = format!("{error:#}"),
+                "flushing the audit buffer at shutdown"
+            );
+        }
         self.pipeline.store.close().await;
         Ok(())
     }
@@ -86,7 +94,7 @@ impl RunningIntegration {
 /// Starts every part of the service in the background.
 pub async fn start(config: &IntegrationConfig) -> anyhow::Result<RunningIntegration> {
     let section = &config.integration;
-    let store = Store::connect_lazy(&config.database)?;
+    let store = Store::connect_lazy_as(&config.database, &section.database_user)?;
     let vault = open_vault(&config.vault)?;
     let egress = Egress::new(&section.egress)?;
     let processor = SimProcessor::new(
@@ -114,6 +122,8 @@ pub async fn start(config: &IntegrationConfig) -> anyhow::Result<RunningIntegrat
         .await
         .context("connecting the reply publisher to the broker")?;
     let pipeline = Arc::new(Pipeline {
+        audit: snakepay_store::audit::Recorder::start(store.control().clone()),
+        origin: snakepay_store::audit::this_host(),
         store: store.clone(),
         vault: Arc::new(vault),
         gateway,

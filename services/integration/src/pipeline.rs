@@ -56,6 +56,11 @@ pub enum Mode {
 
 pub struct Pipeline {
     pub store: Store,
+    /// Every opening of a card is audited (PCI DSS 10.2.1.1), through the
+    /// buffer so the chain head is locked per batch, not per payment.
+    pub audit: snakepay_store::audit::Recorder,
+    /// This instance, as the origin of its audit events.
+    pub origin: Option<String>,
     pub vault: Arc<Vault>,
     pub gateway: Gateway,
     /// For outcome replies; `None` when no API instance can be waiting.
@@ -278,14 +283,39 @@ impl Pipeline {
     }
 
     /// Opens the attempt's card: only here, and only for the call.
+    /// Every opening is audited, whatever its outcome.
     async fn card_for(&self, pool: &PgPool, attempt: AttemptId) -> anyhow::Result<CardDetails> {
         let row = attempts::find(pool, attempt)
             .await?
             .context("attempt not found")?;
-        let sealed = attempts::sealed_card(pool, row.payment_method)
+        let opened = self.open_card(pool, row.payment_method).await;
+        self.audit.record(snakepay_store::audit::Event {
+            actor: snakepay_store::audit::Actor {
+                subject: snakepay_store::roles::INTEGRATION.into(),
+                role: "service".into(),
+            },
+            action: "card.open".into(),
+            resource: Some(row.payment_method.to_string()),
+            outcome: if opened.is_ok() { "allowed" } else { "failed" }.into(),
+            origin: self.origin.clone(),
+            details: serde_json::json!({
+                "payment_attempt": attempt.to_string(),
+                "purpose": "authorize",
+                "cvc": opened.as_ref().is_ok_and(|card| card.cvc.is_some()),
+            }),
+        });
+        opened
+    }
+
+    async fn open_card(
+        &self,
+        pool: &PgPool,
+        payment_method: snakepay_domain::ids::PaymentMethodId,
+    ) -> anyhow::Result<CardDetails> {
+        let sealed = attempts::sealed_card(pool, payment_method)
             .await?
             .context("payment method not found")?;
-        let aad = row.payment_method.to_string();
+        let aad = payment_method.to_string();
         let open = |columns: &snakepay_store::intents::SealedColumns| {
             SealedRecord::from_parts(
                 columns.key_id.clone(),

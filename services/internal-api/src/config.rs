@@ -56,6 +56,15 @@ pub struct InternalApiSection {
     /// The processor simulator's operations record, for reconciliation.
     #[serde(default)]
     pub processor_sim: Option<ProcessorSimAccess>,
+    /// The PostgreSQL role this service connects as (least privilege,
+    /// docs/security.md 7.2), with the password of `[database]`'s URLs. The
+    /// migrations create it and grant it only what this service needs.
+    #[serde(default = "default_database_user")]
+    pub database_user: String,
+}
+
+fn default_database_user() -> String {
+    snakepay_store::roles::INTERNAL_API.to_owned()
 }
 
 /// How reconciliation reads what the processor did.
@@ -97,6 +106,12 @@ impl InternalApiSection {
 impl Validate for InternalApiSection {
     fn validate(&self, prefix: &str) -> Result<(), ConfigError> {
         self.http.validate(prefix)?;
+        if !snakepay_store::roles::is_valid_role_name(&self.database_user) {
+            return Err(ConfigError::invalid(
+                key(prefix, "database_user"),
+                "must be a PostgreSQL role name (a-z, 0-9, _)",
+            ));
+        }
         if self.jwks.trim().is_empty() {
             return Err(ConfigError::invalid(
                 key(prefix, "jwks"),

@@ -49,7 +49,7 @@ pub fn now() -> i64 {
 
 async fn app(config: &InternalApiConfig) -> anyhow::Result<axum::Router> {
     let section = &config.internal_api;
-    let store = Store::connect_lazy(&config.database)?;
+    let store = Store::connect_lazy_as(&config.database, &config.internal_api.database_user)?;
     let verifier = tokens::Verifier::new(
         section.jwks_source(),
         &section.token_issuer,
