@@ -71,11 +71,12 @@ pub fn spawn_all(
         },
         stop.clone(),
     )));
-    match Dispatcher::new(
+    match Dispatcher::with_trust(
         pipeline.store.clone(),
         Arc::clone(&pipeline.vault),
         Arc::new(snakepay_webhooks::SystemClock),
         section.webhooks.clone(),
+        &config.tls,
     ) {
         Ok(dispatcher) => {
             let dispatcher_stop = stop.clone();

@@ -11,4 +11,5 @@
 mod lifecycle;
 mod reliability;
 mod support;
+mod tls;
 mod webhooks;
