@@ -8,9 +8,16 @@
 #
 # Logs go to .stack/logs/<service>.log. The configuration is config/local.toml;
 # override any value with SNAKEPAY_<SECTION>__<KEY>.
+#
+# Every HTTP endpoint (APIs, web, processor simulator, admin/metrics ports)
+# serves TLS 1.2/1.3 with certificates of a local CA created on the first run
+# in .stack/tls (scripts/lib/tls.sh); the services run with
+# .stack/tls/snakepay.toml, the configuration above with https URLs and the
+# certificates added. SNAKEPAY_TLS=0 runs plain HTTP instead.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
 source "$(dirname "${BASH_SOURCE[0]}")/lib/web.sh"
+source "$(dirname "${BASH_SOURCE[0]}")/lib/tls.sh"
 cd "$REPO_ROOT"
 
 export SNAKEPAY_CONFIG="${SNAKEPAY_CONFIG:-$REPO_ROOT/config/local.toml}"
@@ -18,6 +25,17 @@ PROFILE="${SNAKEPAY_PROFILE:-dev}"
 TARGET_DIR="${CARGO_TARGET_DIR:-$REPO_ROOT/target}"
 BIN_DIR="$TARGET_DIR/$([ "$PROFILE" = dev ] && echo debug || echo "$PROFILE")"
 LOG_DIR="$REPO_ROOT/.stack/logs"
+TLS_DIR="$REPO_ROOT/.stack/tls"
+USE_TLS="${SNAKEPAY_TLS:-1}"
+SCHEME=$([ "$USE_TLS" = 0 ] && echo http || echo https)
+# "<config section>=<certificate name>" of every listener.
+TLS_LISTENERS=(
+  processor_sim=processor-sim
+  integration=integration
+  external_api=external-api
+  internal_api=internal-api
+  web=web
+)
 
 # The services, in start order: "<package (= binary)> <config section with
 # its listen_addr>". A service is started when its binary was built, so the
@@ -46,8 +64,14 @@ start_prometheus() {
     return 0
   fi
   mkdir -p "$REPO_ROOT/.stack/prometheus"
+  local prometheus_config="$REPO_ROOT/deploy/observability/prometheus.yml"
+  if [ "$USE_TLS" != 0 ]; then
+    # The same file, scraping the admin ports over https with the local CA.
+    tls_prometheus_config "$prometheus_config" "$TLS_DIR/prometheus.yml" "$TLS_DIR/ca.pem"
+    prometheus_config="$TLS_DIR/prometheus.yml"
+  fi
   setsid prometheus \
-    --config.file="$REPO_ROOT/deploy/observability/prometheus.yml" \
+    --config.file="$prometheus_config" \
     --storage.tsdb.path="$REPO_ROOT/.stack/prometheus" \
     --web.listen-address="127.0.0.1:$PROMETHEUS_PORT" \
     >"$LOG_DIR/prometheus.log" 2>&1 &
@@ -61,7 +85,7 @@ start_prometheus() {
 
 # The listen_addr of a config section, read from the configuration file.
 listen_url() {
-  python3 -c 'import sys, tomllib; c = tomllib.load(open(sys.argv[1], "rb")); print("http://" + c.get(sys.argv[2], {}).get("listen_addr", "?"))' \
+  python3 -c 'import sys, tomllib; s = tomllib.load(open(sys.argv[1], "rb")).get(sys.argv[2], {}); print(("https://" if "tls" in s else "http://") + s.get("listen_addr", "?"))' \
     "$SNAKEPAY_CONFIG" "$1"
 }
 
@@ -76,6 +100,14 @@ ensure_node
 web_deps
 web_build >/dev/null || die "the web front's build failed; run \`node web/build.mjs\` to see why"
 ok "built"
+
+if [ "$USE_TLS" != 0 ]; then
+  say "TLS: local CA and service certificates — $TLS_DIR"
+  local_pki "$TLS_DIR" "${TLS_LISTENERS[@]#*=}"
+  tls_config "$SNAKEPAY_CONFIG" "$TLS_DIR/snakepay.toml" "$TLS_DIR" "${TLS_LISTENERS[@]}"
+  export SNAKEPAY_CONFIG="$TLS_DIR/snakepay.toml"
+  ok "CA $TLS_DIR/ca.pem (trust it in a browser, or use curl --cacert)"
+fi
 
 say "configuration $SNAKEPAY_CONFIG"
 "$BIN_DIR/snakepay-config-check" || die "fix the configuration above and re-run"
@@ -111,7 +143,11 @@ say "internal api operator token (8 h) — snakepay-admin token issue --role ope
 OPERATOR_TOKEN=$("$ADMIN" token issue --role operator --subject local-operator --mfa --ttl 8h |
   python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])') || die "cannot issue an operator token"
 ok "$OPERATOR_TOKEN"
-note "curl -H \"Authorization: Bearer \$TOKEN\" http://127.0.0.1:8084/v1/payments"
+if [ "$USE_TLS" != 0 ]; then
+  note "curl --cacert $TLS_DIR/ca.pem -H \"Authorization: Bearer \$TOKEN\" $SCHEME://127.0.0.1:8084/v1/payments"
+else
+  note "curl -H \"Authorization: Bearer \$TOKEN\" $SCHEME://127.0.0.1:8084/v1/payments"
+fi
 
 say "dependencies"
 ok "PostgreSQL  postgres://$DB_ROLE:$DB_PASSWORD@$PG_HOST:$PG_PORT/snakepay_${LOCAL_REGION}_control (+ ${SHARD_COUNT} shards)"

@@ -4,6 +4,8 @@
 //!
 //! - [`connect`] (this file): one AMQP connection, with a bounded connect
 //!   timeout; [`short`] checks AMQP's 255-byte name limit.
+//! - [`tls`]: `amqps://` with a verified certificate and an optional
+//!   `cacertfile` authority.
 //! - [`envelope`]: the versioned message body and its AMQP properties
 //!   (message id, type, `traceparent` header, persistent delivery).
 //! - [`topology`]: the `commands` and `events` topic exchanges, quorum queues
@@ -29,13 +31,14 @@ pub mod envelope;
 pub mod publisher;
 pub mod relay;
 pub mod reply;
+pub mod tls;
 pub mod topology;
 
 use std::time::Duration;
 
 use anyhow::Context;
+use lapin::Connection;
 use lapin::types::ShortString;
-use lapin::{Connection, ConnectionProperties};
 
 pub use consumer::{Message, Outcome, run_consumer};
 pub use envelope::{Envelope, EnvelopeError};
@@ -47,15 +50,12 @@ pub use topology::{Binding, ExchangeRole, QueueSpec, Topology};
 /// How long opening a connection (TCP, handshake, vhost) may take.
 pub const CONNECT_TIMEOUT_MS: u64 = 5_000;
 
-/// Opens a connection to `url` (`amqp://user:pass@host:port/vhost`).
+/// Opens a connection to `url` (`amqp://user:pass@host:port/vhost`, or
+/// `amqps://…` for TLS, with an optional `?cacertfile=` — see [`tls`]).
 pub async fn connect(url: &str) -> anyhow::Result<Connection> {
-    tokio::time::timeout(
-        Duration::from_millis(CONNECT_TIMEOUT_MS),
-        Connection::connect(url, ConnectionProperties::default()),
-    )
-    .await
-    .with_context(|| format!("no AMQP connection within {CONNECT_TIMEOUT_MS} ms"))?
-    .context("connecting to the broker")
+    tokio::time::timeout(Duration::from_millis(CONNECT_TIMEOUT_MS), tls::open(url))
+        .await
+        .with_context(|| format!("no AMQP connection within {CONNECT_TIMEOUT_MS} ms"))?
 }
 
 /// A name or value longer than AMQP allows (255 bytes).

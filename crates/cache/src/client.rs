@@ -12,7 +12,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use anyhow::Context;
 use redis::RedisResult;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use snakepay_config::sections::RedisConfig;
@@ -69,7 +68,7 @@ pub struct Redis {
 impl Redis {
     /// Parses the URL; connects on first use.
     pub fn new(config: &RedisConfig) -> anyhow::Result<Arc<Redis>> {
-        let client = redis::Client::open(config.url.expose().as_str()).context("redis url")?;
+        let client = crate::tls::client(config.url.expose())?;
         let redis = Arc::new(Redis {
             client,
             connection: Mutex::new(None),

@@ -13,9 +13,12 @@
 //!   back (see the module for the protocol).
 //! - [`rate_limit`]: GCRA in one Lua script, on Redis' clock, so every
 //!   instance enforces one shared limit.
+//! - [`tls`]: `rediss://` with a verified certificate and an optional
+//!   `cacertfile` authority.
 
 pub mod client;
 pub mod rate_limit;
+pub mod tls;
 pub mod versioned;
 
 use std::sync::Arc;

@@ -10,6 +10,7 @@
 //! - [`sections`]: the sections services share (region, database, redis,
 //!   broker, http, telemetry), each with defaults and validation.
 //! - [`Validate`]: implemented by every section and every service config.
+//! - [`tls`]: the `cacertfile` parameter of Redis and AMQP URLs.
 //!
 //! Environment overrides use `__` between nesting levels, so
 //! `SNAKEPAY_DATABASE__MAX_CONNECTIONS=32` sets `database.max_connections`.
@@ -20,6 +21,7 @@
 //! configure the whole local platform.
 
 pub mod sections;
+pub mod tls;
 
 use std::path::Path;
 

@@ -2,6 +2,7 @@
 //! unit, and a default that suits the local run on a 2-core machine.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 
 use serde::Deserialize;
 use url::Url;
@@ -220,10 +221,18 @@ pub struct HttpConfig {
     /// own that no public load balancer reaches. None: no metrics served.
     #[serde(default)]
     pub metrics_addr: Option<SocketAddr>,
+    /// Serve TLS (1.2 and 1.3 only) on the listener and the admin listener
+    /// (`[….tls]`). None: plain HTTP, for tests and behind a load balancer
+    /// that terminates TLS.
+    #[serde(default)]
+    pub tls: Option<ServerTlsConfig>,
 }
 
 impl Validate for HttpConfig {
     fn validate(&self, prefix: &str) -> Result<(), ConfigError> {
+        if let Some(tls) = &self.tls {
+            tls.validate(&key(prefix, "tls"))?;
+        }
         in_range(
             self.body_limit_bytes,
             1,
@@ -242,6 +251,61 @@ impl Validate for HttpConfig {
             300_000,
             &key(prefix, "shutdown_grace_ms"),
         )
+    }
+}
+
+/// A listener's certificate and key, PEM files. The paths are checked here;
+/// the files are parsed when the listener starts (crates/http, `tls.rs`), so
+/// a bad certificate stops the service at start-up, never at the first
+/// handshake.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerTlsConfig {
+    /// The leaf certificate first, then its intermediates.
+    pub cert_chain_path: PathBuf,
+    /// PKCS#8, PKCS#1 or SEC1 private key of the leaf certificate.
+    pub private_key_path: PathBuf,
+}
+
+impl Validate for ServerTlsConfig {
+    fn validate(&self, prefix: &str) -> Result<(), ConfigError> {
+        require_file(&self.cert_chain_path, &key(prefix, "cert_chain_path"))?;
+        require_file(&self.private_key_path, &key(prefix, "private_key_path"))
+    }
+}
+
+/// What outbound HTTPS calls trust (`[tls]`, shared by every service of a
+/// process): the public web roots always, plus `ca_path` when set (the local
+/// run's own certificate authority). Certificate verification cannot be
+/// turned off.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutboundTlsConfig {
+    /// A PEM file of extra trusted certificate authorities.
+    #[serde(default)]
+    pub ca_path: Option<PathBuf>,
+}
+
+impl Validate for OutboundTlsConfig {
+    fn validate(&self, prefix: &str) -> Result<(), ConfigError> {
+        match &self.ca_path {
+            Some(path) => require_file(path, &key(prefix, "ca_path")),
+            None => Ok(()),
+        }
+    }
+}
+
+fn require_file(path: &std::path::Path, key: &str) -> Result<(), ConfigError> {
+    if path.is_file() {
+        Ok(())
+    } else {
+        Err(ConfigError::invalid(
+            key,
+            format!(
+                "must name a readable file (got {:?})",
+                path.display().to_string()
+            ),
+        ))
     }
 }
 

@@ -21,7 +21,11 @@ use axum::{Router, routing};
 use snakepay_telemetry::metrics::{self, HTTP, labels};
 use tracing::Instrument;
 
-use crate::server::{ServerHandle, spawn};
+use anyhow::Context;
+use snakepay_config::sections::HttpConfig;
+
+use crate::server::{ServerHandle, serve_tls, spawn_tls};
+use crate::tls::ServerTls;
 
 /// The route template of a request, filled in by [`mark_routes`].
 #[derive(Clone, Default)]
@@ -115,25 +119,56 @@ async fn scrape() -> Response {
 }
 
 /// Serves the admin routes on `addr` in the background (port 0 in tests),
-/// when the service has a `metrics_addr`.
-pub async fn spawn_admin(addr: Option<SocketAddr>) -> std::io::Result<Option<ServerHandle>> {
+/// when the service has a `metrics_addr`; with TLS when `tls` is given (the
+/// service's own certificate).
+pub async fn spawn_admin(
+    addr: Option<SocketAddr>,
+    tls: Option<ServerTls>,
+) -> std::io::Result<Option<ServerHandle>> {
     let Some(addr) = addr else {
         return Ok(None);
     };
-    let handle = spawn(addr, admin_router(), Duration::from_millis(100)).await?;
-    tracing::info!(http.addr = %handle.addr(), "metrics listening");
+    let handle = spawn_tls(addr, tls, admin_router(), Duration::from_millis(100)).await?;
+    tracing::info!(http.addr = %handle.addr(), http.url = %handle.url(), "metrics listening");
     Ok(Some(handle))
 }
 
-/// Serves `app` on `listen_addr` in the background, with the admin listener
-/// on `metrics_addr` (if any) attached to the returned handle: what every
-/// service's `start` does.
-pub async fn spawn_with_admin(
-    listen_addr: SocketAddr,
-    metrics_addr: Option<SocketAddr>,
+/// Serves `app` on the listener `http` describes in the background, with the
+/// admin listener (if any) attached to the returned handle, both with TLS
+/// when `http.tls` is set: what every service's `start` does.
+pub async fn spawn_with_admin(http: &HttpConfig, app: Router) -> anyhow::Result<ServerHandle> {
+    let tls = ServerTls::load_optional(http.tls.as_ref())?;
+    let grace = Duration::from_millis(http.shutdown_grace_ms);
+    let admin = spawn_admin(http.metrics_addr, tls.clone())
+        .await
+        .context("binding the metrics address")?;
+    let server = spawn_tls(http.listen_addr, tls, app, grace)
+        .await
+        .with_context(|| format!("binding {}", http.listen_addr))?;
+    Ok(server.with_admin(admin))
+}
+
+/// Serves `app` and the admin listener as `http` describes until `shutdown`
+/// resolves, then drains: what every service's `run` does.
+pub async fn run_with_admin(
+    http: &HttpConfig,
     app: Router,
-    grace: Duration,
-) -> std::io::Result<ServerHandle> {
-    let admin = spawn_admin(metrics_addr).await?;
-    Ok(spawn(listen_addr, app, grace).await?.with_admin(admin))
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    service: &str,
+) -> anyhow::Result<()> {
+    let tls = ServerTls::load_optional(http.tls.as_ref())?;
+    let _admin = spawn_admin(http.metrics_addr, tls.clone())
+        .await
+        .context("binding the metrics address")?;
+    let listener = tokio::net::TcpListener::bind(http.listen_addr)
+        .await
+        .with_context(|| format!("binding {}", http.listen_addr))?;
+    tracing::info!(
+        http.addr = %listener.local_addr()?,
+        http.tls = tls.is_some(),
+        "{service} listening"
+    );
+    let grace = Duration::from_millis(http.shutdown_grace_ms);
+    serve_tls(listener, tls, app, shutdown, grace).await?;
+    Ok(())
 }

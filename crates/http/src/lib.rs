@@ -17,7 +17,11 @@
 //!   merchant-given URL may reach (server-side request forgery).
 //! - [`admin`]: the admin port (`/metrics`) and the HTTP request metrics.
 //! - [`server`]: [`serve`] with graceful shutdown, [`shutdown_signal`], and
-//!   [`spawn`] for servers on port 0 (tests, in-process services).
+//!   [`spawn`] for servers on port 0 (tests, in-process services);
+//!   [`serve_tls`] and [`spawn_tls`] speak TLS.
+//! - [`tls`]: listener TLS (1.2 and 1.3 only) and [`tls::client_builder`],
+//!   where every outbound HTTP client starts; [`test_pki`] (feature
+//!   `testing`) makes certificates for tests.
 //!
 //! A service builds `stripe_edge(routes.merge(health_routes(checks)), limits)`
 //! and passes it to `serve`.
@@ -30,10 +34,13 @@ pub mod layers;
 pub mod net;
 pub mod params;
 pub mod server;
+#[cfg(feature = "testing")]
+pub mod test_pki;
+pub mod tls;
 
 pub use error::{ApiError, ErrorType};
 pub use extract::{StripeParams, api_key, idempotency_key, require_api_key};
 pub use health::{Health, HealthState, ReadinessCheck, health_routes};
 pub use layers::{API_VERSION, EdgeLimits, RequestIdExt, stripe_edge};
 pub use params::{MetadataUpdate, Param, ParamReader, Params};
-pub use server::{ServerHandle, serve, shutdown_signal, spawn};
+pub use server::{ServerHandle, serve, serve_tls, shutdown_signal, spawn, spawn_tls};

@@ -7,10 +7,19 @@ use std::net::SocketAddr;
 use std::time::Duration;
 use tracing::Instrument;
 
-use axum::Router;
+use std::convert::Infallible;
+use std::task::{Context, Poll};
+
+use axum::extract::ConnectInfo;
+use axum::middleware::AddExtension;
+use axum::serve::IncomingStream;
+use axum::{Extension, Router};
 use tokio::net::{TcpListener, ToSocketAddrs};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
+use tower::Layer;
+
+use crate::tls::{ServerTls, TlsListener};
 
 /// Serves `app` on `listener` until `shutdown` resolves; then stops accepting,
 /// lets in-flight requests finish and closes idle connections. If some are
@@ -24,6 +33,17 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
     grace: Duration,
 ) -> io::Result<()> {
+    serve_tls(listener, None, app, shutdown, grace).await
+}
+
+/// [`serve`], speaking TLS when `tls` is given (crates/http, `tls.rs`).
+pub async fn serve_tls(
+    listener: TcpListener,
+    tls: Option<ServerTls>,
+    app: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    grace: Duration,
+) -> io::Result<()> {
     let (fired_tx, fired_rx) = oneshot::channel::<()>();
     let signal = async move {
         shutdown.await;
@@ -33,12 +53,6 @@ pub async fn serve(
         );
         let _ = fired_tx.send(());
     };
-    let server = axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(signal)
-    .into_future();
     let grace_expired = async move {
         if fired_rx.await.is_err() {
             // The server ended without a shutdown request; it wins the select.
@@ -46,12 +60,51 @@ pub async fn serve(
         }
         tokio::time::sleep(grace).await;
     };
+    let server = async move {
+        match tls {
+            None => {
+                axum::serve(
+                    listener,
+                    app.into_make_service_with_connect_info::<SocketAddr>(),
+                )
+                .with_graceful_shutdown(signal)
+                .into_future()
+                .await
+            }
+            Some(tls) => {
+                axum::serve(TlsListener::new(listener, &tls)?, WithPeer(app))
+                    .with_graceful_shutdown(signal)
+                    .into_future()
+                    .await
+            }
+        }
+    };
     tokio::select! {
         result = server => result,
         () = grace_expired => {
             tracing::warn!(shutdown.grace_ms = millis(grace), "grace period over; abandoning requests still in flight");
             Ok(())
         }
+    }
+}
+
+/// Gives each TLS connection's requests `ConnectInfo<SocketAddr>`, as
+/// `into_make_service_with_connect_info` does for plain TCP.
+#[derive(Clone)]
+struct WithPeer(Router);
+
+impl<'a> tower::Service<IncomingStream<'a, TlsListener>> for WithPeer {
+    type Response = AddExtension<Router, ConnectInfo<SocketAddr>>;
+    type Error = Infallible;
+    type Future = std::future::Ready<Result<Self::Response, Infallible>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, incoming: IncomingStream<'a, TlsListener>) -> Self::Future {
+        let peer = ConnectInfo(*incoming.remote_addr());
+        std::future::ready(Ok(Extension(peer).layer(self.0.clone())))
     }
 }
 
@@ -97,6 +150,8 @@ pub struct ServerHandle {
     task: JoinHandle<io::Result<()>>,
     /// The service's admin listener (`/metrics`), stopped with it.
     admin: Option<Box<ServerHandle>>,
+    /// `https` when the listener speaks TLS.
+    scheme: &'static str,
 }
 
 /// Binds `addr` (port 0 picks a free port) and serves `app` in the background.
@@ -105,6 +160,17 @@ pub async fn spawn(
     app: Router,
     grace: Duration,
 ) -> io::Result<ServerHandle> {
+    spawn_tls(addr, None, app, grace).await
+}
+
+/// [`spawn`], speaking TLS when `tls` is given.
+pub async fn spawn_tls(
+    addr: impl ToSocketAddrs,
+    tls: Option<ServerTls>,
+    app: Router,
+    grace: Duration,
+) -> io::Result<ServerHandle> {
+    let scheme = if tls.is_some() { "https" } else { "http" };
     let listener = TcpListener::bind(addr).await?;
     let addr = listener.local_addr()?;
     let (tx, rx) = oneshot::channel::<()>();
@@ -112,12 +178,13 @@ pub async fn spawn(
         // A dropped handle shuts the server down too.
         let _ = rx.await;
     };
-    let task = tokio::spawn(serve(listener, app, shutdown, grace).in_current_span());
+    let task = tokio::spawn(serve_tls(listener, tls, app, shutdown, grace).in_current_span());
     Ok(ServerHandle {
         addr,
         shutdown: Some(tx),
         task,
         admin: None,
+        scheme,
     })
 }
 
@@ -126,9 +193,9 @@ impl ServerHandle {
         self.addr
     }
 
-    /// `http://<addr>`, without a trailing slash.
+    /// `http://<addr>` (`https://` with TLS), without a trailing slash.
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        format!("{}://{}", self.scheme, self.addr)
     }
 
     /// Attaches the service's admin listener, which then lives and stops

@@ -63,8 +63,19 @@ impl Dispatcher {
         clock: Arc<dyn Clock>,
         settings: WebhookSettings,
     ) -> anyhow::Result<Dispatcher> {
+        Dispatcher::with_trust(store, vault, clock, settings, &Default::default())
+    }
+
+    /// [`Dispatcher::new`] whose deliveries also trust `trust.ca_path`.
+    pub fn with_trust(
+        store: Store,
+        vault: Arc<Vault>,
+        clock: Arc<dyn Clock>,
+        settings: WebhookSettings,
+        trust: &snakepay_config::sections::OutboundTlsConfig,
+    ) -> anyhow::Result<Dispatcher> {
         settings.validate("webhooks")?;
-        let client = egress::client(&settings)?;
+        let client = egress::client_with_trust(&settings, trust)?;
         let lease_ms = lease_ms(&settings, store.shard_count());
         Ok(Dispatcher {
             store,

@@ -18,6 +18,7 @@
 //! itself), and redirects are not followed (a redirect is a new URL the
 //! guard never saw).
 
+use snakepay_config::sections::OutboundTlsConfig;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
@@ -56,8 +57,17 @@ pub enum TargetError {
 /// resolver guard unless private networks are allowed, certificates always
 /// verified (rustls with the bundled web PKI roots).
 pub fn client(settings: &WebhookSettings) -> anyhow::Result<reqwest::Client> {
+    client_with_trust(settings, &OutboundTlsConfig::default())
+}
+
+/// [`client`], trusting `trust.ca_path` besides the web PKI roots (the local
+/// run's own authority, for endpoints it serves itself).
+pub fn client_with_trust(
+    settings: &WebhookSettings,
+    trust: &OutboundTlsConfig,
+) -> anyhow::Result<reqwest::Client> {
     let timeout = Duration::from_millis(settings.attempt_timeout_ms);
-    let mut builder = reqwest::Client::builder()
+    let mut builder = snakepay_http::tls::client_builder(trust)?
         .user_agent(USER_AGENT)
         .redirect(reqwest::redirect::Policy::none())
         .no_proxy()

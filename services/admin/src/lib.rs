@@ -44,6 +44,9 @@ pub struct AdminConfig {
     pub database: DatabaseConfig,
     pub api_keys: ApiKeysConfig,
     pub vault: VaultConfig,
+    /// What `verify`'s calls to the processor trust besides the public roots.
+    #[serde(default)]
+    pub tls: snakepay_config::sections::OutboundTlsConfig,
     /// For `token …`: where the local signing key and JWKS are.
     #[serde(default)]
     pub internal_api: Option<InternalApiSection>,
@@ -192,6 +195,7 @@ pub fn verify_options(config: &AdminConfig, args: &VerifyArgs) -> anyhow::Result
         if let Some(url) = &args.processor_url {
             access.base_url = url.clone();
         }
+        access.trust = config.tls.clone();
         Some(access)
     };
     let reconcile_window_seconds = match args.reconcile_window_seconds {

@@ -106,6 +106,7 @@ impl Region {
         ProcessorAccess {
             base_url: self.sim.base_url().parse().unwrap(),
             api_key: SIM_API_KEY.to_owned(),
+            trust: Default::default(),
         }
     }
 
@@ -1149,6 +1150,7 @@ async fn an_unreachable_processor_means_the_check_could_not_run() {
             processor: Some(ProcessorAccess {
                 base_url: format!("http://127.0.0.1:{port}").parse().unwrap(),
                 api_key: SIM_API_KEY.to_owned(),
+                trust: Default::default(),
             }),
             ..region.options()
         },

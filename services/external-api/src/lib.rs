@@ -187,14 +187,7 @@ pub async fn start(config: &ExternalApiConfig) -> anyhow::Result<ServerHandle> {
     let (app, state) = app(config)?;
     spawn_reply_listener(&state, config);
     spawn_reaper(state);
-    let grace = Duration::from_millis(config.external_api.http.shutdown_grace_ms);
-    Ok(snakepay_http::admin::spawn_with_admin(
-        config.external_api.http.listen_addr,
-        config.external_api.http.metrics_addr,
-        app,
-        grace,
-    )
-    .await?)
+    snakepay_http::admin::spawn_with_admin(&config.external_api.http, app).await
 }
 
 /// Serves until SIGTERM or SIGINT, then drains in-flight requests.
@@ -210,15 +203,13 @@ async fn serve_until_shutdown(config: ExternalApiConfig) -> anyhow::Result<()> {
     let audit = state.audit.clone();
     let listener_task = spawn_reply_listener(&state, &config);
     spawn_reaper(state);
-    let _admin = snakepay_http::admin::spawn_admin(config.external_api.http.metrics_addr)
-        .await
-        .context("binding the metrics address")?;
-    let listener = tokio::net::TcpListener::bind(config.external_api.http.listen_addr)
-        .await
-        .with_context(|| format!("binding {}", config.external_api.http.listen_addr))?;
-    tracing::info!(http.addr = %listener.local_addr()?, "external api listening");
-    let grace = Duration::from_millis(config.external_api.http.shutdown_grace_ms);
-    snakepay_http::serve(listener, app, snakepay_http::shutdown_signal(), grace).await?;
+    snakepay_http::admin::run_with_admin(
+        &config.external_api.http,
+        app,
+        snakepay_http::shutdown_signal(),
+        "external api",
+    )
+    .await?;
     // Drops the broker connection, and with it the reply queue.
     if let Some(task) = listener_task {
         task.abort();

@@ -4,8 +4,8 @@
 
 use serde::Deserialize;
 use snakepay_config::sections::{
-    BrokerConfig, DatabaseConfig, HttpConfig, RedisConfig, RegionConfig, TelemetryConfig,
-    VaultConfig, in_range, require_scheme,
+    BrokerConfig, DatabaseConfig, HttpConfig, OutboundTlsConfig, RedisConfig, RegionConfig,
+    TelemetryConfig, VaultConfig, in_range, require_scheme,
 };
 use snakepay_config::{ConfigError, Validate, key};
 use url::Url;
@@ -22,6 +22,10 @@ pub struct IntegrationConfig {
     pub redis: Option<RedisConfig>,
     #[serde(default)]
     pub telemetry: TelemetryConfig,
+    /// What outbound HTTPS calls (processor, webhooks) trust besides the
+    /// public roots.
+    #[serde(default)]
+    pub tls: OutboundTlsConfig,
     pub integration: IntegrationSection,
 }
 
@@ -157,6 +161,7 @@ impl Validate for IntegrationConfig {
             redis.validate("redis")?;
         }
         self.telemetry.validate("telemetry")?;
+        self.tls.validate("tls")?;
         self.integration.validate("integration")
     }
 }

@@ -2,12 +2,13 @@
 //! outbound call goes through one HTTP client that uses the configured
 //! forward proxy (or none — never one picked up from the environment), and a
 //! host allow-list checked before any connection is made. Certificates are
-//! always verified (rustls with the web PKI roots); there is no switch to
-//! turn that off.
+//! always verified (rustls with the web PKI roots plus the configured
+//! `[tls] ca_path`); there is no switch to turn that off.
 
 use std::time::Duration;
 
 use anyhow::Context;
+use snakepay_config::sections::OutboundTlsConfig;
 use url::Url;
 
 use crate::config::EgressSettings;
@@ -25,8 +26,10 @@ pub struct Egress {
 }
 
 impl Egress {
-    pub fn new(settings: &EgressSettings) -> anyhow::Result<Egress> {
-        let mut builder = reqwest::Client::builder()
+    /// `trust`: what certificates are verified against besides the web PKI
+    /// roots (the local run's authority).
+    pub fn new(settings: &EgressSettings, trust: &OutboundTlsConfig) -> anyhow::Result<Egress> {
+        let mut builder = snakepay_http::tls::client_builder(trust)?
             .connect_timeout(Duration::from_millis(CONNECT_TIMEOUT_MS))
             .pool_max_idle_per_host(MAX_IDLE_PER_HOST)
             .redirect(reqwest::redirect::Policy::none())

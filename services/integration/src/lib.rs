@@ -96,7 +96,7 @@ pub async fn start(config: &IntegrationConfig) -> anyhow::Result<RunningIntegrat
     let section = &config.integration;
     let store = Store::connect_lazy_as(&config.database, &section.database_user)?;
     let vault = open_vault(&config.vault)?;
-    let egress = Egress::new(&section.egress)?;
+    let egress = Egress::new(&section.egress, &config.tls)?;
     let processor = SimProcessor::new(
         section.processor_sim.base_url.clone(),
         section.processor_sim.api_key.clone(),
@@ -166,15 +166,9 @@ pub async fn start(config: &IntegrationConfig) -> anyhow::Result<RunningIntegrat
     )
     .merge(health_routes(checks));
     let app = snakepay_http::admin::record_requests(snakepay_http::admin::mark_routes(app));
-    let grace = Duration::from_millis(section.http.shutdown_grace_ms);
-    let server = snakepay_http::admin::spawn_with_admin(
-        section.http.listen_addr,
-        section.http.metrics_addr,
-        app,
-        grace,
-    )
-    .await
-    .context("binding the listeners")?;
+    let server = snakepay_http::admin::spawn_with_admin(&section.http, app)
+        .await
+        .context("starting the listeners")?;
     tracing::info!(http.addr = %server.addr(), "integration service listening");
     Ok(RunningIntegration {
         server,

@@ -81,11 +81,12 @@ pub fn spawn_all(
         )
         .in_current_span(),
     ));
-    match Dispatcher::new(
+    match Dispatcher::with_trust(
         pipeline.store.clone(),
         Arc::clone(&pipeline.vault),
         Arc::new(snakepay_webhooks::SystemClock),
         section.webhooks.clone(),
+        &config.tls,
     ) {
         Ok(dispatcher) => {
             let dispatcher_stop = stop.clone();

@@ -25,6 +25,10 @@ pub struct InternalApiConfig {
     pub broker: Option<BrokerConfig>,
     #[serde(default)]
     pub telemetry: TelemetryConfig,
+    /// What outbound HTTPS calls (JWKS, the processor's record) trust
+    /// besides the public roots.
+    #[serde(default)]
+    pub tls: snakepay_config::sections::OutboundTlsConfig,
     pub internal_api: InternalApiSection,
 }
 
@@ -151,6 +155,7 @@ impl Validate for InternalApiConfig {
         self.region.validate("region")?;
         self.database.validate("database")?;
         self.api_keys.validate("api_keys")?;
+        self.tls.validate("tls")?;
         if let Some(redis) = &self.redis {
             redis.validate("redis")?;
         }

@@ -50,10 +50,11 @@ pub fn now() -> i64 {
 async fn app(config: &InternalApiConfig) -> anyhow::Result<axum::Router> {
     let section = &config.internal_api;
     let store = Store::connect_lazy_as(&config.database, &config.internal_api.database_user)?;
-    let verifier = tokens::Verifier::new(
+    let verifier = tokens::Verifier::with_trust(
         section.jwks_source(),
         &section.token_issuer,
         &section.token_audience,
+        &config.tls,
     )?;
     // A JWKS that cannot be read at start-up is logged, not fatal: an
     // identity provider may be briefly down, and the verifier retries when
@@ -82,7 +83,7 @@ async fn app(config: &InternalApiConfig) -> anyhow::Result<axum::Router> {
         refund_approval_threshold: section.refund_approval_threshold,
         dead_letters: config.broker.as_ref().map(dead_letters::DeadLetters::new),
         processor_sim: section.processor_sim.clone(),
-        http: reqwest::Client::builder()
+        http: snakepay_http::tls::client_builder(&config.tls)?
             .timeout(Duration::from_secs(10))
             .build()
             .context("building the HTTP client")?,
@@ -114,14 +115,7 @@ async fn app(config: &InternalApiConfig) -> anyhow::Result<axum::Router> {
 /// Serves in the background; for tests and embedding.
 pub async fn start(config: &InternalApiConfig) -> anyhow::Result<ServerHandle> {
     let app = app(config).await?;
-    let grace = Duration::from_millis(config.internal_api.http.shutdown_grace_ms);
-    Ok(snakepay_http::admin::spawn_with_admin(
-        config.internal_api.http.listen_addr,
-        config.internal_api.http.metrics_addr,
-        app,
-        grace,
-    )
-    .await?)
+    snakepay_http::admin::spawn_with_admin(&config.internal_api.http, app).await
 }
 
 /// Serves until SIGTERM or SIGINT, then drains in-flight requests.
@@ -133,16 +127,13 @@ pub async fn run(config: InternalApiConfig) -> anyhow::Result<()> {
 
 async fn serve_until_shutdown(config: InternalApiConfig) -> anyhow::Result<()> {
     let app = app(&config).await?;
-    let _admin = snakepay_http::admin::spawn_admin(config.internal_api.http.metrics_addr)
-        .await
-        .context("binding the metrics address")?;
-    let addr = config.internal_api.http.listen_addr;
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("binding {addr}"))?;
-    tracing::info!(http.addr = %listener.local_addr()?, "internal api listening");
-    let grace = Duration::from_millis(config.internal_api.http.shutdown_grace_ms);
-    snakepay_http::serve(listener, app, snakepay_http::shutdown_signal(), grace).await?;
+    snakepay_http::admin::run_with_admin(
+        &config.internal_api.http,
+        app,
+        snakepay_http::shutdown_signal(),
+        "internal api",
+    )
+    .await?;
     tracing::info!("internal api stopped");
     Ok(())
 }

@@ -305,12 +305,22 @@ impl std::fmt::Debug for Verifier {
 
 impl Verifier {
     pub fn new(source: JwksSource, issuer: &str, audience: &str) -> anyhow::Result<Verifier> {
+        Verifier::with_trust(source, issuer, audience, &Default::default())
+    }
+
+    /// [`Verifier::new`] whose JWKS fetches also trust `trust.ca_path`.
+    pub fn with_trust(
+        source: JwksSource,
+        issuer: &str,
+        audience: &str,
+        trust: &snakepay_config::sections::OutboundTlsConfig,
+    ) -> anyhow::Result<Verifier> {
         let mut validation = Validation::new(Algorithm::EdDSA);
         validation.leeway = LEEWAY_SECONDS;
         validation.set_issuer(&[issuer]);
         validation.set_audience(&[audience]);
         validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
-        let http = reqwest::Client::builder()
+        let http = snakepay_http::tls::client_builder(trust)?
             .timeout(JWKS_FETCH_TIMEOUT)
             .build()
             .context("building the JWKS client")?;

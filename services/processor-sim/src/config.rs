@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
-use snakepay_config::sections::TelemetryConfig;
+use snakepay_config::sections::{OutboundTlsConfig, ServerTlsConfig, TelemetryConfig};
 use snakepay_config::{ConfigError, Validate, key};
 use url::Url;
 
@@ -35,11 +35,16 @@ pub struct SimConfig {
     pub processor_sim: ProcessorSimSection,
     #[serde(default)]
     pub telemetry: TelemetryConfig,
+    /// What the notifications' HTTPS calls trust besides the public roots
+    /// (`[tls]`, shared with the other services).
+    #[serde(default)]
+    pub tls: OutboundTlsConfig,
 }
 
 impl Validate for SimConfig {
     fn validate(&self, _prefix: &str) -> Result<(), ConfigError> {
         self.processor_sim.validate("processor_sim")?;
+        self.tls.validate("tls")?;
         self.telemetry.validate("telemetry")
     }
 }
@@ -54,6 +59,10 @@ pub struct ProcessorSimSection {
     /// The admin listener for Prometheus (`GET /metrics`); none by default.
     #[serde(default)]
     pub metrics_addr: Option<SocketAddr>,
+    /// Serve the API and the admin listener over TLS (1.2 and 1.3 only)
+    /// with this certificate (`[processor_sim.tls]`); none: plain HTTP.
+    #[serde(default)]
+    pub tls: Option<ServerTlsConfig>,
     /// The base URL browsers use to reach the simulator, for 3-D Secure
     /// `action_url`s. Defaults to `http://<bound address>`, which is right
     /// unless the simulator listens on `0.0.0.0` or sits behind a proxy.
@@ -137,6 +146,7 @@ impl Default for ProcessorSimSection {
         let mut section = ProcessorSimSection {
             listen_addr: defaults::listen_addr(),
             metrics_addr: None,
+            tls: None,
             public_url: None,
             api_key: defaults::api_key(),
             journal_path: None,
@@ -164,6 +174,7 @@ impl std::fmt::Debug for ProcessorSimSection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ProcessorSimSection")
             .field("listen_addr", &self.listen_addr)
+            .field("tls", &self.tls)
             .field("public_url", &self.public_url)
             .field("api_key", &"****")
             .field("journal_path", &self.journal_path)
@@ -195,6 +206,9 @@ impl Validate for ProcessorSimSection {
         }
         if let Some(url) = &self.public_url {
             http_url(url, &key(prefix, "public_url"))?;
+        }
+        if let Some(tls) = &self.tls {
+            tls.validate(&key(prefix, "tls"))?;
         }
         match (&self.notification_url, &self.notification_secret) {
             (Some(url), Some(secret)) => {

@@ -128,6 +128,8 @@ pub struct NotifierSettings {
     pub max_attempts: u32,
     pub backoff_ms: u64,
     pub timeout_ms: u64,
+    /// What the HTTPS calls trust besides the public roots.
+    pub trust: snakepay_config::sections::OutboundTlsConfig,
 }
 
 /// The sending side, held by the API.
@@ -143,7 +145,7 @@ impl Notifier {
         clock: SharedClock,
         shutdown: watch::Receiver<bool>,
     ) -> anyhow::Result<Notifier> {
-        let client = reqwest::Client::builder()
+        let client = snakepay_http::tls::client_builder(&settings.trust)?
             .timeout(Duration::from_millis(settings.timeout_ms))
             .build()?;
         let (queue, receiver) = mpsc::channel(NOTIFICATION_QUEUE_CAPACITY);

@@ -129,6 +129,8 @@ pub async fn start(config: SimConfig) -> anyhow::Result<RunningSim> {
 /// for card expiry and notification timestamps).
 pub async fn start_with_clock(config: SimConfig, clock: SharedClock) -> anyhow::Result<RunningSim> {
     let section = config.processor_sim;
+    // Read before listening: a bad certificate stops the start.
+    let tls = snakepay_http::tls::ServerTls::load_optional(section.tls.as_ref())?;
     if section.api_key == DEFAULT_API_KEY {
         tracing::warn!("processor simulator uses the built-in development API key");
     }
@@ -150,7 +152,8 @@ pub async fn start_with_clock(config: SimConfig, clock: SharedClock) -> anyhow::
         .await
         .with_context(|| format!("cannot listen on {}", section.listen_addr))?;
     let addr = listener.local_addr()?;
-    let base_url = format!("http://{addr}");
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let base_url = format!("{scheme}://{addr}");
     let public_url = section.public_url.as_ref().map_or_else(
         || base_url.clone(),
         |url| url.as_str().trim_end_matches('/').to_owned(),
@@ -165,6 +168,7 @@ pub async fn start_with_clock(config: SimConfig, clock: SharedClock) -> anyhow::
                 max_attempts: section.notification_max_attempts,
                 backoff_ms: section.notification_backoff_ms,
                 timeout_ms: section.notification_timeout_ms,
+                trust: config.tls.clone(),
             },
             Arc::clone(&clock),
             shutdown_rx.clone(),
@@ -187,13 +191,23 @@ pub async fn start_with_clock(config: SimConfig, clock: SharedClock) -> anyhow::
 
     let router = router(Arc::clone(&app));
     let mut stop = shutdown_rx;
+    let stopped = async move {
+        let _ = stop.wait_for(|stop| *stop).await;
+    };
     let server = tokio::spawn(
         async move {
-            axum::serve(listener, router)
-                .with_graceful_shutdown(async move {
-                    let _ = stop.wait_for(|stop| *stop).await;
-                })
-                .await
+            match tls {
+                None => {
+                    axum::serve(listener, router)
+                        .with_graceful_shutdown(stopped)
+                        .await
+                }
+                // In-flight requests get the same unbounded drain as plain HTTP.
+                Some(tls) => {
+                    snakepay_http::serve_tls(listener, Some(tls), router, stopped, Duration::MAX)
+                        .await
+                }
+            }
         }
         .in_current_span(),
     );
@@ -219,7 +233,8 @@ pub async fn run(config: SimConfig) -> anyhow::Result<()> {
     // Registered before start-up, so a signal that arrives while the journal
     // is replayed is not lost (the default action would kill the process).
     let signals = Signals::register()?;
-    let _admin = snakepay_http::admin::spawn_admin(config.processor_sim.metrics_addr)
+    let tls = snakepay_http::tls::ServerTls::load_optional(config.processor_sim.tls.as_ref())?;
+    let _admin = snakepay_http::admin::spawn_admin(config.processor_sim.metrics_addr, tls)
         .await
         .context("binding the metrics address")?;
     let sim = start(config).await?;

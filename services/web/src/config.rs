@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use serde::Deserialize;
-use snakepay_config::sections::{HttpConfig, RegionConfig, TelemetryConfig};
+use snakepay_config::sections::{HttpConfig, OutboundTlsConfig, RegionConfig, TelemetryConfig};
 use snakepay_config::{ConfigError, Validate, key};
 
 #[derive(Debug, Clone, Deserialize)]
@@ -12,6 +12,10 @@ pub struct WebConfig {
     pub region: RegionConfig,
     #[serde(default)]
     pub telemetry: TelemetryConfig,
+    /// What the demo shop's calls to the External API trust besides the
+    /// public roots.
+    #[serde(default)]
+    pub tls: OutboundTlsConfig,
     pub web: WebSection,
 }
 
@@ -58,6 +62,7 @@ impl Validate for WebConfig {
     fn validate(&self, _prefix: &str) -> Result<(), ConfigError> {
         self.region.validate("region")?;
         self.telemetry.validate("telemetry")?;
+        self.tls.validate("tls")?;
         self.web.http.validate("web")?;
         if let Some(demo) = &self.web.demo {
             let name = demo.merchant_name.trim();

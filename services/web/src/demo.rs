@@ -95,7 +95,14 @@ pub struct Demo {
 }
 
 impl Demo {
-    pub fn load(merchant_file: &Path, merchant_name: &str, api: &Url) -> anyhow::Result<Demo> {
+    /// `trust`: what the calls to the External API trust besides the public
+    /// roots (the local run's authority).
+    pub fn load(
+        merchant_file: &Path,
+        merchant_name: &str,
+        api: &Url,
+        trust: &snakepay_config::sections::OutboundTlsConfig,
+    ) -> anyhow::Result<Demo> {
         let text = std::fs::read_to_string(merchant_file).with_context(|| {
             format!(
                 "reading the demo merchant's keys from {} (scripts/run.sh creates it)",
@@ -116,7 +123,9 @@ impl Demo {
             publishable_key: keys.publishable_key,
             merchant_name: merchant_name.trim().to_owned(),
             intents_url: api.join("v1/payment_intents")?,
-            client: reqwest::Client::builder().timeout(API_TIMEOUT).build()?,
+            client: snakepay_http::tls::client_builder(trust)?
+                .timeout(API_TIMEOUT)
+                .build()?,
         })
     }
 }

@@ -27,7 +27,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::response::{IntoResponse, Redirect, Response};
@@ -83,13 +82,14 @@ fn app(config: &WebConfig) -> anyhow::Result<Router> {
             &demo.merchant_file,
             &demo.merchant_name,
             api,
+            &config.tls,
         )?);
         router = router
             .route("/", get(|| async { Redirect::to("/demo/") }))
             .route("/demo/products.json", get(demo::products))
             .route("/demo/pay", post(demo::pay).with_state(shop))
             .nest_service("/demo", static_files(&assets.join("demo")));
-        checks.push(api_check(&api_base)?);
+        checks.push(api_check(&api_base, &config.tls)?);
     }
     let http = &config.web.http;
     let router =
@@ -130,8 +130,11 @@ async fn not_found() -> Response {
 
 /// The demo shop needs the External API; without it the checkout's own
 /// pages still load, so a down API degrades rather than unreadies.
-fn api_check(api_base: &str) -> anyhow::Result<ReadinessCheck> {
-    let client = reqwest::Client::builder()
+fn api_check(
+    api_base: &str,
+    trust: &snakepay_config::sections::OutboundTlsConfig,
+) -> anyhow::Result<ReadinessCheck> {
+    let client = snakepay_http::tls::client_builder(trust)?
         .timeout(API_CHECK_TIMEOUT)
         .build()?;
     let url = format!("{api_base}/livez");
@@ -150,14 +153,7 @@ fn api_check(api_base: &str) -> anyhow::Result<ReadinessCheck> {
 /// Serves in the background; for tests and embedding.
 pub async fn start(config: &WebConfig) -> anyhow::Result<ServerHandle> {
     let app = app(config)?;
-    let grace = Duration::from_millis(config.web.http.shutdown_grace_ms);
-    Ok(snakepay_http::admin::spawn_with_admin(
-        config.web.http.listen_addr,
-        config.web.http.metrics_addr,
-        app,
-        grace,
-    )
-    .await?)
+    snakepay_http::admin::spawn_with_admin(&config.web.http, app).await
 }
 
 /// Serves until SIGTERM or SIGINT, then drains in-flight requests.
@@ -168,19 +164,22 @@ pub async fn run(config: WebConfig) -> anyhow::Result<()> {
 
 async fn serve_until_shutdown(config: WebConfig) -> anyhow::Result<()> {
     let app = app(&config)?;
-    let _admin = snakepay_http::admin::spawn_admin(config.web.http.metrics_addr)
-        .await
-        .context("binding the metrics address")?;
-    let listener = tokio::net::TcpListener::bind(config.web.http.listen_addr)
-        .await
-        .with_context(|| format!("binding {}", config.web.http.listen_addr))?;
-    let addr = listener.local_addr()?;
-    tracing::info!(http.addr = %addr, "web listening");
     if config.web.demo.is_some() {
-        tracing::info!(url = %format!("http://{addr}/demo/"), "demo shop open");
+        let scheme = if config.web.http.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        let addr = config.web.http.listen_addr;
+        tracing::info!(url = %format!("{scheme}://{addr}/demo/"), "demo shop open");
     }
-    let grace = Duration::from_millis(config.web.http.shutdown_grace_ms);
-    snakepay_http::serve(listener, app, snakepay_http::shutdown_signal(), grace).await?;
+    snakepay_http::admin::run_with_admin(
+        &config.web.http,
+        app,
+        snakepay_http::shutdown_signal(),
+        "web",
+    )
+    .await?;
     tracing::info!("web stopped");
     Ok(())
 }

@@ -1,6 +1,7 @@
 //! Reading the processor's record of what it did: the simulator's
 //! `GET /_sim/operations`, page by page (services/processor-sim/README.md).
 
+use snakepay_config::sections::OutboundTlsConfig;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -21,6 +22,10 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 pub struct ProcessorAccess {
     pub base_url: Url,
     pub api_key: String,
+    /// What the HTTPS calls trust besides the public roots; from `[tls]`,
+    /// not from the processor's section.
+    #[serde(skip)]
+    pub trust: OutboundTlsConfig,
 }
 
 impl std::fmt::Debug for ProcessorAccess {
@@ -93,7 +98,7 @@ struct OperationLine {
 /// Reads the whole record, oldest first. Authorizations seen on several
 /// pages keep their latest state.
 pub async fn read(access: &ProcessorAccess) -> anyhow::Result<ProcessorRecord> {
-    let client = reqwest::Client::builder()
+    let client = snakepay_http::tls::client_builder(&access.trust)?
         .timeout(REQUEST_TIMEOUT)
         .build()
         .context("building the HTTP client")?;

@@ -12,4 +12,5 @@ mod audit;
 mod lifecycle;
 mod reliability;
 mod support;
+mod tls;
 mod webhooks;

@@ -177,7 +177,12 @@ impl Pipeline {
             sim,
             integration: Some(running),
             api,
-            client: reqwest::Client::new(),
+            // Trusts what the integration service trusts, so it can read a
+            // processor served over TLS (tests/pipeline/tls.rs).
+            client: snakepay_http::tls::client_builder(&integration_config.tls)
+                .unwrap()
+                .build()
+                .unwrap(),
             prefix,
             integration_config,
             _dir: dir,
@@ -444,6 +449,7 @@ impl Pipeline {
             processor: Some(snakepay_admin::verify::ProcessorAccess {
                 base_url: self.sim.base_url().parse().unwrap(),
                 api_key: SIM_API_KEY.to_owned(),
+                trust: self.integration_config.tls.clone(),
             }),
         };
         let report = snakepay_admin::verify::run(&self.db.store, &options)
