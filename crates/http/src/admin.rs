@@ -45,10 +45,7 @@ async fn mark_route(request: Request, next: Next) -> Response {
         let _ = slot.0.set(path.as_str().to_owned());
         // Name the server span now, so the handler's log lines carry it.
         let span = tracing::Span::current();
-        span.record(
-            "otel.name",
-            format!("{} {}", request.method(), path.as_str()),
-        );
+        snakepay_telemetry::trace::rename(&span, format!("{} {}", request.method(), path.as_str()));
         span.record("http.route", path.as_str());
     }
     next.run(request).await
@@ -84,7 +81,7 @@ async fn record(mut request: Request, next: Next) -> Response {
     let response = next.run(request).instrument(span.clone()).await;
     let route = slot.0.get().map_or("unmatched", String::as_str);
     if slot.0.get().is_none() {
-        span.record("otel.name", format!("{method} {route}"));
+        snakepay_telemetry::trace::rename(&span, format!("{method} {route}"));
     }
     span.record("http.response.status_code", response.status().as_u16());
     if response.status().is_server_error() {

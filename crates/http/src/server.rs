@@ -52,7 +52,10 @@ pub async fn serve_tls(
             "shutdown requested; draining in-flight requests"
         );
         let _ = fired_tx.send(());
-    };
+    }
+    // axum runs the signal on a task of its own; it stays in the caller's
+    // span, so the line it logs has the service's trace.
+    .in_current_span();
     let grace_expired = async move {
         if fired_rx.await.is_err() {
             // The server ended without a shutdown request; it wins the select.

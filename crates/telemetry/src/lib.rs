@@ -49,6 +49,7 @@ pub async fn run_instrumented<T>(
         "lifecycle",
         otel.name = %format_args!("{service} lifecycle"),
     );
+    logs::set_lifecycle_span(&lifecycle);
     tracing::Instrument::instrument(service_life, lifecycle).await
 }
 

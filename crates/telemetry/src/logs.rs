@@ -9,7 +9,9 @@
 //! `trace_id` and `span_id` are the OpenTelemetry IDs of the span the event
 //! happened in, so a log line leads to its trace and a trace to its lines.
 //! Services do their work inside spans (requests, messages, passes of a
-//! background task); an event outside any span has neither field.
+//! background task, the process's lifecycle); an event outside any span —
+//! logged on a library's own thread — carries the lifecycle span's IDs
+//! once a service has one, and neither field before.
 //!
 //! The event's own fields keep their dotted names (`payment.id`); values
 //! are JSON numbers, booleans or strings. Card data never reaches a log
@@ -27,6 +29,21 @@ use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::time::{FormatTime, SystemTime};
 use tracing_subscriber::layer::Context;
 use tracing_subscriber::registry::LookupSpan;
+
+/// The trace and span ID of the process's lifecycle span, for events that
+/// happen outside any span (a library's own threads, such as the broker
+/// client's): they belong to the process, not to a request.
+static LIFECYCLE_IDS: std::sync::OnceLock<(String, String)> = std::sync::OnceLock::new();
+
+/// Records `span` as the lifecycle span (the first call wins).
+pub(crate) fn set_lifecycle_span(span: &tracing::Span) {
+    if let Some(traceparent) = crate::trace::traceparent_of(span) {
+        let mut parts = traceparent.split('-').skip(1);
+        if let (Some(trace_id), Some(span_id)) = (parts.next(), parts.next()) {
+            let _ = LIFECYCLE_IDS.set((trace_id.to_owned(), span_id.to_owned()));
+        }
+    }
+}
 
 /// The log layer writing [`JsonLines`] to a writer (stderr in services).
 pub struct JsonLines<W> {
@@ -92,12 +109,16 @@ where
         event.record(&mut Fields(&mut line));
         // The span's name and IDs last: an event field of the same name
         // cannot pass for them.
-        if let Some(span) = ctx.event_span(event) {
-            line.insert("span".to_owned(), span_name(&span).into());
-            if let Some((trace_id, span_id)) = self.ids_of(&span.id()) {
-                line.insert("trace_id".to_owned(), trace_id.into());
-                line.insert("span_id".to_owned(), span_id.into());
+        let ids = match ctx.event_span(event) {
+            Some(span) => {
+                line.insert("span".to_owned(), span_name(&span).into());
+                self.ids_of(&span.id())
             }
+            None => LIFECYCLE_IDS.get().cloned(),
+        };
+        if let Some((trace_id, span_id)) = ids {
+            line.insert("trace_id".to_owned(), trace_id.into());
+            line.insert("span_id".to_owned(), span_id.into());
         }
         let Ok(mut bytes) = serde_json::to_vec(&line) else {
             return;

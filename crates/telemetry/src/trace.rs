@@ -162,6 +162,19 @@ pub fn traceparent_of(span: &tracing::Span) -> Option<String> {
     })
 }
 
+/// Names `span` after it was entered (the HTTP server span learns its route
+/// only once the router matched). Recording `otel.name` alone is not enough:
+/// the bridge starts the OpenTelemetry span when it is first entered and
+/// ignores later names, so the started span is renamed too.
+pub fn rename(span: &tracing::Span, name: String) {
+    span.record("otel.name", name.as_str());
+    let context = span.context();
+    let started = context.span();
+    if started.span_context().is_valid() {
+        started.update_name(name);
+    }
+}
+
 /// Makes `span` a child of the remote span named by `traceparent` (from a
 /// message or an outbox row). A malformed or absent value leaves `span` a
 /// root: a bad header never fails the work it came with.

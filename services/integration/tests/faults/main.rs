@@ -377,6 +377,7 @@ async fn round(world: &mut World, fault: Fault, plan: &Plan, seed: u64, index: u
         processor: Some(ProcessorAccess {
             base_url: world.stack.sim_url.parse().unwrap(),
             api_key: SIM_API_KEY.to_owned(),
+            trust: Default::default(),
         }),
     };
     let report = snakepay_admin::verify::run(store, &options).await.unwrap();

@@ -129,7 +129,9 @@ async fn wait_for<T>(what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
     }
 }
 
-#[tokio::test]
+// Multi-threaded: the receivers must keep answering while the harness
+// waits for a stopping service, which exports its last spans on the way out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_payment_is_one_trace_from_the_api_to_the_processor_and_the_webhook_and_every_log_line_has_a_trace_id()
  {
     let receiver = OtlpReceiver::start().await;
@@ -213,9 +215,17 @@ async fn one_payment_is_one_trace_from_the_api_to_the_processor_and_the_webhook_
         stack.stop_service(service).await.unwrap();
     }
 
-    let spans = receiver.spans();
+    eprintln!(
+        "spans received: {:?}",
+        receiver
+            .spans()
+            .iter()
+            .map(|span| format!("{} {:?} {}", span.service, span.kind, span.name))
+            .collect::<Vec<_>>()
+    );
     let request = wait_for("the API's server span of the payment", || {
-        spans
+        receiver
+            .spans()
             .iter()
             .find(|span| {
                 span.service == "external-api"
@@ -225,6 +235,7 @@ async fn one_payment_is_one_trace_from_the_api_to_the_processor_and_the_webhook_
             .cloned()
     })
     .await;
+    let spans = receiver.spans();
     let trace: Vec<&SpanRecord> = spans
         .iter()
         .filter(|span| span.trace_id == request.trace_id)
