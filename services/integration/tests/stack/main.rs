@@ -49,12 +49,11 @@ async fn scrape(stack: &Stack) -> BTreeMap<&'static str, String> {
 }
 
 /// Payments that touch every part: a success with automatic capture, a
-/// decline, a manual capture, a refund.
-async fn run_scenario(stack: &Stack) {
-    let key = stack.secret_key().await.unwrap();
+/// decline, a refund. Returns the paid intent's ID.
+async fn run_scenario(stack: &Stack, key: &str) -> String {
     let (status, paid) = stack
         .post(
-            &key,
+            key,
             "/v1/payment_intents",
             &[
                 ("amount", "2000"),
@@ -69,7 +68,7 @@ async fn run_scenario(stack: &Stack) {
     assert_eq!(paid["status"], "succeeded", "{paid}");
     let (status, declined) = stack
         .post(
-            &key,
+            key,
             "/v1/payment_intents",
             &[
                 ("amount", "1500"),
@@ -83,7 +82,7 @@ async fn run_scenario(stack: &Stack) {
     assert_eq!(status, 402, "{declined}");
     let (status, refund) = stack
         .post(
-            &key,
+            key,
             "/v1/refunds",
             &[
                 ("payment_intent", paid["id"].as_str().unwrap()),
@@ -95,12 +94,13 @@ async fn run_scenario(stack: &Stack) {
     assert_eq!(status, 200, "{refund}");
     let intent = stack
         .get(
-            &key,
+            key,
             &format!("/v1/payment_intents/{}", paid["id"].as_str().unwrap()),
         )
         .await
         .unwrap();
     assert_eq!(intent["status"], "succeeded");
+    paid["id"].as_str().unwrap().to_owned()
 }
 
 /// The metric names the alert rules and the dashboard read.
@@ -228,7 +228,8 @@ fn looks_like_id_or_card(value: &str) -> bool {
 #[tokio::test]
 async fn every_service_exports_conventional_metrics_covering_the_alerts_and_the_dashboard() {
     let stack = start_stack().await;
-    run_scenario(&stack).await;
+    let key = stack.secret_key().await.unwrap();
+    run_scenario(&stack, &key).await;
     // The integration service's gauges refresh on a timer: wait for the
     // round that sees the scenario's ledger lines.
     let deadline = tokio::time::Instant::now() + WAIT;
