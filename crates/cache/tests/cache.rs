@@ -161,8 +161,19 @@ async fn two_limiters_share_one_limit_and_tell_when_to_retry() {
 /// A redis-server of the test's own, on a spare port, so it can be killed.
 struct OwnRedis {
     port: u16,
-    child: Child,
+    child: KilledOnDrop,
     _dir: tempfile::TempDir,
+}
+
+/// The server process, killed when the test ends however it ends, so no
+/// run leaves a redis-server behind.
+struct KilledOnDrop(Child);
+
+impl Drop for KilledOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 impl OwnRedis {
@@ -186,14 +197,14 @@ impl OwnRedis {
             .expect("redis-server is installed (scripts/stack.sh)");
         OwnRedis {
             port,
-            child,
+            child: KilledOnDrop(child),
             _dir: dir,
         }
     }
 
     fn kill(mut self) -> (u16, tempfile::TempDir) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
+        self.child.0.kill().unwrap();
+        self.child.0.wait().unwrap();
         (self.port, self._dir)
     }
 }
