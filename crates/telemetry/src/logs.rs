@@ -37,11 +37,14 @@ static LIFECYCLE_IDS: std::sync::OnceLock<(String, String)> = std::sync::OnceLoc
 
 /// Records `span` as the lifecycle span (the first call wins).
 pub(crate) fn set_lifecycle_span(span: &tracing::Span) {
-    if let Some(traceparent) = crate::trace::traceparent_of(span) {
-        let mut parts = traceparent.split('-').skip(1);
-        if let (Some(trace_id), Some(span_id)) = (parts.next(), parts.next()) {
-            let _ = LIFECYCLE_IDS.set((trace_id.to_owned(), span_id.to_owned()));
-        }
+    let context = tracing_opentelemetry::OpenTelemetrySpanExt::context(span);
+    let started = context.span();
+    let span_context = started.span_context();
+    if span_context.is_valid() {
+        let _ = LIFECYCLE_IDS.set((
+            span_context.trace_id().to_string(),
+            span_context.span_id().to_string(),
+        ));
     }
 }
 

@@ -183,7 +183,12 @@ pub fn set_parent(span: &tracing::Span, traceparent: Option<&str>) {
         return;
     };
     let carrier = HashMap::from([(TRACEPARENT.to_owned(), traceparent.to_owned())]);
-    let context = TraceContextPropagator::new().extract(&carrier);
+    adopt_parent(span, &carrier);
+}
+
+/// Makes `span` a child of the context `carrier` holds, if it is valid.
+fn adopt_parent(span: &tracing::Span, carrier: &dyn Extractor) {
+    let context = TraceContextPropagator::new().extract(carrier);
     if context.span().span_context().is_valid() {
         let _ = span.set_parent(context);
     }
@@ -206,10 +211,7 @@ pub fn inject_http(headers: &mut http::HeaderMap) {
 /// Makes `span` a child of the caller's span named by an inbound request's
 /// `traceparent` header, if it has a valid one.
 pub fn extract_http(span: &tracing::Span, headers: &http::HeaderMap) {
-    let context = TraceContextPropagator::new().extract(&HeaderExtractor(headers));
-    if context.span().span_context().is_valid() {
-        let _ = span.set_parent(context);
-    }
+    adopt_parent(span, &HeaderExtractor(headers));
 }
 
 struct HeaderInjector<'a>(&'a mut http::HeaderMap);
