@@ -154,16 +154,17 @@ pub async fn final_statuses(
     Ok(statuses)
 }
 
-/// Waits until no intent is `processing` (every payment has an outcome);
-/// returns how long that took, or the intents still in flight at
-/// `deadline`.
+/// Waits until no intent is `processing` (every payment has an outcome) and
+/// every outbox is drained — the quiet system `verify` expects (a relay
+/// may still be in its back-off just after a broker link healed); returns
+/// how long that took, or what was still in flight at `deadline`.
 pub async fn wait_settled(
     store: &snakepay_store::Store,
     limit: std::time::Duration,
 ) -> anyhow::Result<Result<std::time::Duration, Vec<String>>> {
     let started = std::time::Instant::now();
     loop {
-        let in_flight: Vec<String> = match final_statuses(store).await {
+        let mut in_flight: Vec<String> = match final_statuses(store).await {
             Ok(statuses) => statuses
                 .into_iter()
                 .filter(|(_, status)| *status == PaymentIntentStatus::Processing)
@@ -172,6 +173,17 @@ pub async fn wait_settled(
             // The database may be the dependency that was just restarted.
             Err(error) => vec![format!("(database: {error})")],
         };
+        for (shard, pool) in store.shards() {
+            let unpublished: Result<i64, _> =
+                sqlx::query_scalar("select count(*) from outbox where published_at is null")
+                    .fetch_one(pool)
+                    .await;
+            match unpublished {
+                Ok(0) => {}
+                Ok(rows) => in_flight.push(format!("(shard {shard} outbox: {rows} unpublished)")),
+                Err(error) => in_flight.push(format!("(database: {error})")),
+            }
+        }
         if in_flight.is_empty() {
             return Ok(Ok(started.elapsed()));
         }
