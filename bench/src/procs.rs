@@ -4,9 +4,11 @@
 //! server's own processes plus the backends of the benchmark's databases,
 //! told apart by their process title), RabbitMQ (`beam.smp`), Redis
 //! (`redis-server`) and the load generator itself. CPU is utime + stime
-//! between the start and the end of a phase, per pid (a backend that
-//! started during the phase counts from zero; one that ended is lost, which
-//! pooled connections make rare). Memory is sampled during the phase and
+//! between the start and the end of a phase, per pid: a process that
+//! started during the phase counts from zero, and every process's ticks are
+//! read at each sample too, so one that ended during the phase (pgbench's
+//! backends end with pgbench, before the phase does) keeps what it used up
+//! to its last sample. Memory is sampled during the phase and
 //! the peak of each group's sum is reported: VmRSS for the platform's own
 //! processes; for multi-process dependencies the proportional set size
 //! (Pss), because PostgreSQL's backends all map the same shared buffers and
@@ -19,7 +21,7 @@ use std::time::Duration;
 
 use crate::NamedPid;
 
-/// Memory is sampled this often during a phase.
+/// Memory and CPU ticks are sampled this often during a phase.
 pub const SAMPLE_INTERVAL: Duration = Duration::from_millis(500);
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -73,6 +75,8 @@ pub struct Sampler {
 pub struct Phase {
     sampler: Sampler,
     cpu_start: Vec<HashMap<u32, u64>>,
+    /// Per group, each pid's ticks at its latest sample.
+    cpu_seen: Arc<Mutex<Vec<HashMap<u32, u64>>>>,
     peaks_kb: Arc<Mutex<Vec<u64>>>,
     stop: tokio::sync::watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
@@ -121,24 +125,18 @@ impl Sampler {
 
     /// Starts measuring a phase.
     pub fn start(&self) -> Phase {
-        let members = members(&self.groups);
-        let cpu_start = members
-            .iter()
-            .map(|pids| {
-                pids.iter()
-                    .filter_map(|pid| Some((*pid, cpu_ticks(*pid)?)))
-                    .collect()
-            })
-            .collect();
+        let cpu_start = ticks_of(&members(&self.groups));
+        let cpu_seen = Arc::new(Mutex::new(cpu_start.clone()));
         let peaks_kb = Arc::new(Mutex::new(vec![0; self.groups.len()]));
         let (stop, mut stopped) = tokio::sync::watch::channel(false);
         let groups = Arc::clone(&self.groups);
         let peaks = Arc::clone(&peaks_kb);
+        let seen = Arc::clone(&cpu_seen);
         let task = tokio::spawn(async move {
             loop {
-                let sample = tokio::task::spawn_blocking({
+                let (sample, ticks) = tokio::task::spawn_blocking({
                     let groups = Arc::clone(&groups);
-                    move || memory_kb(&groups)
+                    move || (memory_kb(&groups), ticks_of(&members(&groups)))
                 })
                 .await
                 .unwrap_or_default();
@@ -146,6 +144,9 @@ impl Sampler {
                     for (peak, kb) in peaks.iter_mut().zip(sample) {
                         *peak = (*peak).max(kb);
                     }
+                }
+                if let Ok(mut seen) = seen.lock() {
+                    remember(&mut seen, ticks);
                 }
                 tokio::select! {
                     _ = stopped.changed() => break,
@@ -156,6 +157,7 @@ impl Sampler {
         Phase {
             sampler: self.clone(),
             cpu_start,
+            cpu_seen,
             peaks_kb,
             stop,
             task,
@@ -172,6 +174,12 @@ impl Phase {
         let _ = self.task.await;
         let groups = &self.sampler.groups;
         let members = members(groups);
+        let mut seen = self
+            .cpu_seen
+            .lock()
+            .map(|seen| seen.clone())
+            .unwrap_or_default();
+        remember(&mut seen, ticks_of(&members));
         let peaks = self
             .peaks_kb
             .lock()
@@ -180,16 +188,21 @@ impl Phase {
         let ticks = self.sampler.ticks_per_second;
         let mut usages = Vec::with_capacity(groups.len());
         for (index, group) in groups.iter().enumerate() {
-            let pids = members.get(index).cloned().unwrap_or_default();
             let start = self.cpu_start.get(index);
-            let used: u64 = pids
-                .iter()
-                .filter_map(|pid| {
-                    let now = cpu_ticks(*pid)?;
-                    let before = start.and_then(|start| start.get(pid)).copied().unwrap_or(0);
-                    Some(now.saturating_sub(before))
+            let used: u64 = seen
+                .get(index)
+                .map(|ticks| {
+                    ticks
+                        .iter()
+                        .map(|(pid, now)| {
+                            let before =
+                                start.and_then(|start| start.get(pid)).copied().unwrap_or(0);
+                            now.saturating_sub(before)
+                        })
+                        .sum()
                 })
-                .sum();
+                .unwrap_or(0);
+            let processes = seen.get(index).map_or(0, HashMap::len);
             usages.push(Usage {
                 name: group.name.clone(),
                 kind: group.kind,
@@ -200,7 +213,7 @@ impl Phase {
                 } else {
                     "pss (sum)"
                 },
-                processes: pids.len(),
+                processes,
             });
         }
         let mut machine = MachineUsage {
@@ -217,6 +230,32 @@ impl Phase {
             machine.unaccounted_cpu_seconds = (machine.busy_cpu_seconds - measured).max(0.0);
         }
         (usages, machine)
+    }
+}
+
+/// Each group's pids with their CPU ticks, now.
+fn ticks_of(members: &[Vec<u32>]) -> Vec<HashMap<u32, u64>> {
+    members
+        .iter()
+        .map(|pids| {
+            pids.iter()
+                .filter_map(|pid| Some((*pid, cpu_ticks(*pid)?)))
+                .collect()
+        })
+        .collect()
+}
+
+/// Keeps the newest ticks of every pid seen so far, including pids that
+/// have ended since (their last reading stays).
+fn remember(seen: &mut Vec<HashMap<u32, u64>>, now: Vec<HashMap<u32, u64>>) {
+    if seen.len() < now.len() {
+        seen.resize_with(now.len(), HashMap::new);
+    }
+    for (group, ticks) in seen.iter_mut().zip(now) {
+        for (pid, value) in ticks {
+            let entry = group.entry(pid).or_insert(0);
+            *entry = (*entry).max(value);
+        }
     }
 }
 
@@ -373,6 +412,17 @@ mod tests {
             "postgres: 15/main: snakepay snakepay_test_7 127.0.0.1(40000) idle",
             prefix
         ));
+    }
+
+    #[test]
+    fn a_process_that_ended_keeps_the_ticks_of_its_last_sample() {
+        let mut seen = vec![HashMap::from([(10, 5), (11, 7)])];
+        // 11 ended; 12 started; 10 went on.
+        remember(&mut seen, vec![HashMap::from([(10, 9), (12, 3)])]);
+        assert_eq!(seen, vec![HashMap::from([(10, 9), (11, 7), (12, 3)])]);
+        // A later, older-looking reading never lowers what was seen.
+        remember(&mut seen, vec![HashMap::from([(10, 8)])]);
+        assert_eq!(seen[0][&10], 9);
     }
 
     #[test]

@@ -72,14 +72,10 @@ impl QueueSpec {
         )
     }
 
-    /// The recorder's queue: every event (and the catch-all that keeps
-    /// events routable, see the module header).
-    /// The merchant webhook dispatcher's copy of every event.
-    pub fn webhook_events() -> QueueSpec {
-        QueueSpec::new("webhooks.events", &[(ExchangeRole::Events, "event.#")])
-    }
-
-    /// The recorder's copy of every event, and the request log.
+    /// The recorder's copy of every event (the catch-all that keeps events
+    /// routable, see the module header), and the request log. Webhook
+    /// deliveries need no queue: they are created with their event
+    /// (`snakepay_store::events::record`).
     pub fn recorder_events() -> QueueSpec {
         QueueSpec::new(
             "recorder.events",
@@ -154,7 +150,6 @@ impl Topology {
     pub fn standard_queues() -> Vec<QueueSpec> {
         vec![
             QueueSpec::integration_commands(),
-            QueueSpec::webhook_events(),
             QueueSpec::recorder_events(),
         ]
     }

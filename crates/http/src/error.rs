@@ -233,7 +233,17 @@ impl ApiError {
 
     /// 500 that reveals nothing. The cause chain is logged here, once, so
     /// callers must not log it again.
+    ///
+    /// A database pool that had no connection free within its acquire
+    /// timeout is overload, not a fault: that is a 503 the client should
+    /// retry (with `Stripe-Should-Retry: true`), logged as a warning.
     pub fn internal(error: &anyhow::Error) -> Self {
+        if is_overload(error) {
+            tracing::warn!(error.chain = %format_args!("{error:#}"), "database busy");
+            return ApiError::unavailable(
+                "The service is busy right now; please retry the request shortly.",
+            );
+        }
         tracing::error!(error.chain = %format_args!("{error:#}"), "internal error");
         ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -271,6 +281,20 @@ impl ApiError {
         envelope.insert("error".into(), Value::Object(error));
         Value::Object(envelope)
     }
+}
+
+/// True when the database is overloaded rather than broken: its pool timed
+/// out waiting for a free connection, or the server's listen queue was full
+/// when the pool opened a new one (`EAGAIN` on a Unix socket, where TCP
+/// would have retried its SYN). Nothing was executed either way.
+fn is_overload(error: &anyhow::Error) -> bool {
+    error
+        .chain()
+        .any(|cause| match cause.downcast_ref::<sqlx::Error>() {
+            Some(sqlx::Error::PoolTimedOut) => true,
+            Some(sqlx::Error::Io(io)) => io.kind() == std::io::ErrorKind::WouldBlock,
+            _ => false,
+        })
 }
 
 impl IntoResponse for ApiError {
@@ -365,5 +389,36 @@ mod tests {
         assert_eq!(api_error.status, StatusCode::INTERNAL_SERVER_ERROR);
         assert_eq!(api_error.error_type, ErrorType::Api);
         assert!(!api_error.message.contains("connection refused"));
+    }
+
+    #[test]
+    fn a_pool_timeout_is_a_retryable_503_and_other_database_errors_stay_500() {
+        let busy = anyhow::Error::from(sqlx::Error::PoolTimedOut).context("claiming the key");
+        let api_error = ApiError::internal(&busy);
+        assert_eq!(api_error.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(api_error.should_retry, Some(true));
+        assert_eq!(api_error.error_type, ErrorType::Api);
+
+        let backlog_full = anyhow::Error::from(sqlx::Error::Io(std::io::Error::from(
+            std::io::ErrorKind::WouldBlock,
+        )))
+        .context("claiming the key");
+        assert_eq!(
+            ApiError::internal(&backlog_full).status,
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+
+        let refused = anyhow::Error::from(sqlx::Error::Io(std::io::Error::from(
+            std::io::ErrorKind::ConnectionRefused,
+        )));
+        assert_eq!(
+            ApiError::internal(&refused).status,
+            StatusCode::INTERNAL_SERVER_ERROR
+        );
+        let closed = anyhow::Error::from(sqlx::Error::PoolClosed).context("claiming the key");
+        assert_eq!(
+            ApiError::internal(&closed).status,
+            StatusCode::INTERNAL_SERVER_ERROR
+        );
     }
 }

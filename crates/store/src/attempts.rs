@@ -63,9 +63,18 @@ impl AttemptStatus {
             AttemptStatus::Superseded => "superseded",
         }
     }
+
+    /// The authorization is not complete yet (a 3-D Secure challenge is
+    /// open): the card's CVC may still be needed.
+    pub fn is_waiting(self) -> bool {
+        self == AttemptStatus::RequiresAction
+    }
 }
 
-/// Records a definite authorization answer on the attempt.
+/// Records a definite authorization answer on the attempt. Once the
+/// authorization is complete (anything but `requires_action`) the card's
+/// CVC has served its purpose and is deleted (PCI DSS 3.3.1), unless
+/// another attempt with the same card still waits to authorize with it.
 pub async fn record_authorization(
     tx: &mut Transaction<'_, Postgres>,
     id: AttemptId,
@@ -77,11 +86,23 @@ pub async fn record_authorization(
         .map(|e| serde_json::to_value(e.code))
         .transpose()?
         .and_then(|v| v.as_str().map(str::to_owned));
+    // One statement, not three (update, find the card, forget its CVC):
+    // this runs once per payment outcome. Both parts read the statement's
+    // snapshot, where this attempt still has its old status, hence
+    // `id <> $1` in the question whether another attempt waits.
     sqlx::query(
-        "update payment_attempts set status = $2,
-             processor_reference = coalesce($3, processor_reference),
-             failure_code = $4, decline_code = $5, failure_message = $6
-         where id = $1",
+        "with attempt as (
+             update payment_attempts set status = $2,
+                 processor_reference = coalesce($3, processor_reference),
+                 failure_code = $4, decline_code = $5, failure_message = $6
+             where id = $1
+             returning payment_method_id
+         )
+         update payment_methods set cvc_key_id = null, cvc_wrapped_key = null, cvc_ciphertext = null
+         where $7 and id = (select payment_method_id from attempt) and cvc_ciphertext is not null
+           and not exists (select 1 from payment_attempts
+                           where payment_method_id = (select payment_method_id from attempt)
+                             and id <> $1 and status in ('pending', 'requires_action'))",
     )
     .bind(id.to_string())
     .bind(status.as_str())
@@ -89,6 +110,7 @@ pub async fn record_authorization(
     .bind(failure_code)
     .bind(error.and_then(|e| e.decline_code.clone()))
     .bind(error.map(|e| e.message.clone()))
+    .bind(!status.is_waiting())
     .execute(&mut **tx)
     .await?;
     Ok(())
@@ -122,21 +144,45 @@ pub struct SealedCard {
     pub cvc: Option<SealedColumns>,
 }
 
+const SEALED_CARD_COLUMNS: &str = "m.id, m.exp_month, m.exp_year, m.pan_key_id, m.pan_wrapped_key,
+     m.pan_ciphertext, m.cvc_key_id, m.cvc_wrapped_key, m.cvc_ciphertext";
+
 pub async fn sealed_card(
     executor: impl PgExecutor<'_>,
     id: PaymentMethodId,
 ) -> anyhow::Result<Option<SealedCard>> {
-    let row = sqlx::query(
-        "select exp_month, exp_year, pan_key_id, pan_wrapped_key, pan_ciphertext,
-                cvc_key_id, cvc_wrapped_key, cvc_ciphertext
-         from payment_methods where id = $1",
-    )
+    let row = sqlx::query(&format!(
+        "select {SEALED_CARD_COLUMNS} from payment_methods m where m.id = $1"
+    ))
     .bind(id.to_string())
     .fetch_optional(executor)
     .await?;
-    let Some(row) = row else {
-        return Ok(None);
-    };
+    row.as_ref().map(sealed_card_from_row).transpose()
+}
+
+/// The sealed card an attempt authorizes with, and its payment method, in
+/// one round trip (the integration service's read before every
+/// authorization).
+pub async fn sealed_card_of_attempt(
+    executor: impl PgExecutor<'_>,
+    attempt: AttemptId,
+) -> anyhow::Result<Option<(PaymentMethodId, SealedCard)>> {
+    let row = sqlx::query(&format!(
+        "select {SEALED_CARD_COLUMNS} from payment_attempts a
+         join payment_methods m on m.id = a.payment_method_id where a.id = $1"
+    ))
+    .bind(attempt.to_string())
+    .fetch_optional(executor)
+    .await?;
+    row.as_ref()
+        .map(|row| {
+            let method = PaymentMethodId::parse(&row.try_get::<String, _>("id")?)?;
+            Ok((method, sealed_card_from_row(row)?))
+        })
+        .transpose()
+}
+
+fn sealed_card_from_row(row: &sqlx::postgres::PgRow) -> anyhow::Result<SealedCard> {
     let cvc = match (
         row.try_get::<Option<String>, _>("cvc_key_id")?,
         row.try_get::<Option<Vec<u8>>, _>("cvc_wrapped_key")?,
@@ -149,7 +195,7 @@ pub async fn sealed_card(
         }),
         _ => None,
     };
-    Ok(Some(SealedCard {
+    Ok(SealedCard {
         exp_month: row.try_get("exp_month")?,
         exp_year: row.try_get("exp_year")?,
         pan: SealedColumns {
@@ -158,7 +204,7 @@ pub async fn sealed_card(
             ciphertext: row.try_get("pan_ciphertext")?,
         },
         cvc,
-    }))
+    })
 }
 
 /// An attempt the intent no longer wants that may still hold money at the
@@ -169,25 +215,6 @@ pub struct OrphanedAttempt {
     pub id: AttemptId,
     pub merchant_id: MerchantId,
     pub payment_intent: PaymentIntentId,
-}
-
-/// Deletes the CVC of a payment method once no attempt is still waiting to
-/// authorize with it: PCI DSS 3.3.1 forbids keeping it after authorization.
-/// (Another attempt with the same card still needs it to be sent.)
-pub async fn forget_cvc_unless_needed(
-    tx: &mut Transaction<'_, Postgres>,
-    payment_method: PaymentMethodId,
-) -> anyhow::Result<()> {
-    sqlx::query(
-        "update payment_methods set cvc_key_id = null, cvc_wrapped_key = null, cvc_ciphertext = null
-         where id = $1 and cvc_ciphertext is not null
-           and not exists (select 1 from payment_attempts
-                           where payment_method_id = $1 and status in ('pending', 'requires_action'))",
-    )
-    .bind(payment_method.to_string())
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
 }
 
 /// Orphaned attempts older than `age_seconds`, oldest first: the

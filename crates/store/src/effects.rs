@@ -38,7 +38,6 @@ pub async fn write(
         let snapshot = snapshot(tx, intent, refund, event_type).await?;
         records.extend(events::for_types(context.source, &[event_type], &snapshot)?);
     }
-    events::record(tx, &records).await?;
     let commands = effects
         .commands
         .iter()
@@ -52,7 +51,7 @@ pub async fn write(
             )
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
-    outbox::enqueue(tx, &commands).await?;
+    events::record_with(tx, &records, &commands).await?;
     if let Some(journal) = &effects.journal {
         let merchant_id = intent.merchant_id.to_string();
         let refund_id = refund.map(|r| r.refund.id.to_string());

@@ -55,13 +55,35 @@ pub fn for_types(
         .collect()
 }
 
-/// Writes the events and one outbox message per event (`event.<type>`).
+/// Writes the events, their webhook deliveries and one outbox message per
+/// event (`event.<type>`); see [`record_with`].
 pub async fn record(
     tx: &mut Transaction<'_, Postgres>,
     events: &[EventRecord],
 ) -> anyhow::Result<()> {
+    record_with(tx, events, &[]).await
+}
+
+/// Writes the events, their webhook deliveries, one outbox message per
+/// event (`event.<type>`) and then `also` (the change's processor commands)
+/// to the outbox — all in one statement, because every round trip inside a
+/// payment's transaction costs the database more than the rows themselves
+/// (docs/performance.md).
+///
+/// The fan-out to webhooks happens here, in the writer's transaction: one
+/// pending delivery, due at the event's creation, for every endpoint of the
+/// event's merchant and mode that is enabled, not deleted and subscribed to
+/// the event's type (or to `*`). A delivery therefore exists exactly when
+/// its event does, and costs no broker message and no transaction of its
+/// own. Each delivery, like each outbox row, keeps the current span's trace
+/// context.
+pub async fn record_with(
+    tx: &mut Transaction<'_, Postgres>,
+    events: &[EventRecord],
+    also: &[OutboxMessage],
+) -> anyhow::Result<()> {
     if events.is_empty() {
-        return Ok(());
+        return outbox::enqueue(tx, also).await;
     }
     let ids: Vec<String> = events.iter().map(|e| e.id.to_string()).collect();
     let merchants: Vec<String> = events.iter().map(|e| e.merchant_id.to_string()).collect();
@@ -71,9 +93,34 @@ pub async fn record(
     let objects: Vec<serde_json::Value> = events.iter().map(|e| e.object.clone()).collect();
     let requests: Vec<Option<&str>> = events.iter().map(|e| e.request_id.as_deref()).collect();
     let created: Vec<i64> = events.iter().map(|e| e.created).collect();
+    let mut messages: Vec<OutboxMessage> = events.iter().map(announcement).collect();
+    messages.extend_from_slice(also);
+    let (keys, payloads) = outbox::columns(&messages)?;
+    let headers = outbox::headers();
+    let traceparent = headers
+        .get("traceparent")
+        .and_then(serde_json::Value::as_str);
+    // Data-modifying CTEs all run to completion whether or not the main
+    // query reads them; outbox ids follow the arrays' order (events first).
     sqlx::query(
-        "insert into events (id, merchant_id, livemode, type, api_version, object, request_id, created)
-         select * from unnest($1::text[], $2::text[], $3::bool[], $4::text[], $5::text[], $6::jsonb[], $7::text[], $8::bigint[])",
+        "with event as (
+             insert into events (id, merchant_id, livemode, type, api_version, object, request_id, created)
+             select * from unnest($1::text[], $2::text[], $3::bool[], $4::text[], $5::text[], $6::jsonb[],
+                                  $7::text[], $8::bigint[])
+             returning id, merchant_id, livemode, type, created
+         ), delivery as (
+             insert into webhook_deliveries (event_id, endpoint_id, merchant_id, livemode,
+                 next_attempt_at_ms, created_at_ms, traceparent)
+             select event.id, endpoint.id, endpoint.merchant_id, endpoint.livemode,
+                    event.created * 1000, event.created * 1000, $9
+             from event join webhook_endpoints endpoint
+               on endpoint.merchant_id = event.merchant_id and endpoint.livemode = event.livemode
+             where endpoint.deleted_at is null and endpoint.status = 'enabled'
+               and (event.type = any(endpoint.enabled_events) or '*' = any(endpoint.enabled_events))
+         )
+         insert into outbox (routing_key, payload, headers)
+         select key, payload, $12 from unnest($10::text[], $11::jsonb[]) with ordinality as m(key, payload, n)
+         order by n",
     )
     .bind(&ids)
     .bind(&merchants)
@@ -83,23 +130,28 @@ pub async fn record(
     .bind(&objects)
     .bind(&requests)
     .bind(&created)
+    .bind(traceparent)
+    .bind(&keys)
+    .bind(&payloads)
+    .bind(&headers)
     .execute(&mut **tx)
     .await?;
-    let messages: Vec<OutboxMessage> = events
-        .iter()
-        .map(|e| OutboxMessage {
-            routing_key: format!("event.{}", e.event_type),
-            payload: serde_json::json!({
-                "event_id": e.id.to_string(),
-                "merchant_id": e.merchant_id.to_string(),
-                "livemode": e.livemode,
-                "type": e.event_type,
-                "object_id": e.object.get("id").and_then(serde_json::Value::as_str),
-                "created": e.created,
-            }),
-        })
-        .collect();
-    outbox::enqueue(tx, &messages).await
+    Ok(())
+}
+
+/// The outbox message that announces `event` (`event.<type>`).
+fn announcement(event: &EventRecord) -> OutboxMessage {
+    OutboxMessage {
+        routing_key: format!("event.{}", event.event_type),
+        payload: serde_json::json!({
+            "event_id": event.id.to_string(),
+            "merchant_id": event.merchant_id.to_string(),
+            "livemode": event.livemode,
+            "type": event.event_type,
+            "object_id": event.object.get("id").and_then(serde_json::Value::as_str),
+            "created": event.created,
+        }),
+    }
 }
 
 fn from_row(row: &sqlx::postgres::PgRow) -> anyhow::Result<EventRecord> {

@@ -78,30 +78,44 @@ pub async fn enqueue(
     if messages.is_empty() {
         return Ok(());
     }
-    if let Some(bad) = messages.iter().find(|m| !routable(&m.routing_key)) {
-        anyhow::bail!(
-            "outbox routing key `{}` is neither command.* nor event.*",
-            bad.routing_key
-        );
-    }
-    let keys: Vec<&str> = messages.iter().map(|m| m.routing_key.as_str()).collect();
-    let payloads: Vec<serde_json::Value> = messages.iter().map(|m| m.payload.clone()).collect();
-    // The messages continue the current trace (the request or message
-    // being handled); the relay and the broker carry it to the consumer.
-    let headers = match snakepay_telemetry::trace::current_traceparent() {
-        Some(traceparent) => serde_json::json!({ "traceparent": traceparent }),
-        None => serde_json::json!({}),
-    };
+    let (keys, payloads) = columns(messages)?;
     sqlx::query(
         "insert into outbox (routing_key, payload, headers)
          select key, payload, $3 from unnest($1::text[], $2::jsonb[]) as m(key, payload)",
     )
     .bind(&keys)
     .bind(&payloads)
-    .bind(&headers)
+    .bind(headers())
     .execute(&mut **tx)
     .await?;
     Ok(())
+}
+
+/// The routing keys and payloads of `messages`, to bind as arrays; a key
+/// the relay could not route is refused (see [`enqueue`]).
+pub(crate) fn columns(
+    messages: &[OutboxMessage],
+) -> anyhow::Result<(Vec<&str>, Vec<serde_json::Value>)> {
+    if let Some(bad) = messages.iter().find(|m| !routable(&m.routing_key)) {
+        anyhow::bail!(
+            "outbox routing key `{}` is neither command.* nor event.*",
+            bad.routing_key
+        );
+    }
+    Ok((
+        messages.iter().map(|m| m.routing_key.as_str()).collect(),
+        messages.iter().map(|m| m.payload.clone()).collect(),
+    ))
+}
+
+/// The headers of rows written now: the messages continue the current
+/// trace (the request or message being handled); the relay and the broker
+/// carry it to the consumer.
+pub(crate) fn headers() -> serde_json::Value {
+    match snakepay_telemetry::trace::current_traceparent() {
+        Some(traceparent) => serde_json::json!({ "traceparent": traceparent }),
+        None => serde_json::json!({}),
+    }
 }
 
 #[cfg(test)]

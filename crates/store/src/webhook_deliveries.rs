@@ -1,9 +1,9 @@
 //! Webhook deliveries: the merchant webhook dispatcher's durable schedule,
 //! on the merchant's shard (shard migration `0004_webhook_deliveries.sql`).
 //!
-//! One delivery per (event, endpoint), created by the fan-out when the
-//! event's announcement arrives ([`create_for_event`]; a redelivered
-//! announcement creates nothing twice). The dispatcher then
+//! One delivery per (event, endpoint), created with the event itself, in the
+//! same statement and transaction ([`crate::events::record`]: the fan-out).
+//! The dispatcher then
 //! [`claim_due`]s deliveries — a short statement that pushes each one's
 //! `next_attempt_at_ms` past the attempt's timeout, so no row lock is held
 //! while the merchant's server is called — and [`record_attempt`] writes the
@@ -15,7 +15,7 @@
 
 use snakepay_domain::ids::{EventId, MerchantId, WebhookEndpointId};
 use sqlx::postgres::PgRow;
-use sqlx::{PgExecutor, Postgres, Row, Transaction};
+use sqlx::{PgExecutor, Row};
 
 use crate::events::EventRecord;
 use crate::intents::SealedColumns;
@@ -92,57 +92,6 @@ fn from_row(row: &PgRow) -> anyhow::Result<DeliveryRecord> {
         last_http_status: row.try_get("last_http_status")?,
         last_error: row.try_get("last_error")?,
         delivered_at_ms: row.try_get("delivered_at_ms")?,
-    })
-}
-
-/// What [`create_for_event`] found and did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct FanOut {
-    /// The event exists (for this merchant and mode).
-    pub event_found: bool,
-    /// Deliveries created now; 0 for a redelivered announcement.
-    pub created: u64,
-}
-
-/// Creates one pending delivery, due at `now_ms`, for every endpoint of the
-/// event's merchant and mode that is enabled, not deleted, and subscribed
-/// to the event's type (or to `*`). Deliveries that exist already are left
-/// alone, so running it twice for one event creates nothing twice. Each
-/// delivery keeps the current span's trace context for its attempts.
-pub async fn create_for_event(
-    tx: &mut Transaction<'_, Postgres>,
-    event: EventId,
-    merchant: MerchantId,
-    livemode: bool,
-    now_ms: i64,
-) -> anyhow::Result<FanOut> {
-    let (found, created): (i64, i64) = sqlx::query_as(
-        "with event as (
-             select id, merchant_id, livemode, type from events
-             where id = $1 and merchant_id = $2 and livemode = $3
-         ), created as (
-             insert into webhook_deliveries (event_id, endpoint_id, merchant_id, livemode,
-                 next_attempt_at_ms, created_at_ms, traceparent)
-             select event.id, endpoint.id, endpoint.merchant_id, endpoint.livemode, $4, $4, $5
-             from event join webhook_endpoints endpoint
-               on endpoint.merchant_id = event.merchant_id and endpoint.livemode = event.livemode
-             where endpoint.deleted_at is null and endpoint.status = 'enabled'
-               and (event.type = any(endpoint.enabled_events) or '*' = any(endpoint.enabled_events))
-             on conflict (event_id, endpoint_id) do nothing
-             returning 1
-         )
-         select (select count(*) from event), (select count(*) from created)",
-    )
-    .bind(event.to_string())
-    .bind(merchant.to_string())
-    .bind(livemode)
-    .bind(now_ms)
-    .bind(snakepay_telemetry::trace::current_traceparent())
-    .fetch_one(&mut **tx)
-    .await?;
-    Ok(FanOut {
-        event_found: found > 0,
-        created: u64::try_from(created).unwrap_or(0),
     })
 }
 
@@ -418,7 +367,8 @@ mod tests {
     const NOW_MS: i64 = 1_800_000_000_000;
 
     #[tokio::test]
-    async fn deliveries_are_created_once_claimed_under_a_lease_and_attempts_are_append_only() {
+    async fn deliveries_are_created_with_their_event_claimed_under_a_lease_and_attempts_are_append_only()
+     {
         let db = testing::fresh(1).await.unwrap();
         let pool = db.store.shard(ShardNumber(0)).unwrap();
         let merchant = MerchantId::generate(RegionNumber(1), ShardNumber(0)).unwrap();
@@ -456,47 +406,34 @@ mod tests {
         events::record(&mut tx, &subscribed).await.unwrap();
         events::record(&mut tx, &other).await.unwrap();
         let event = subscribed[0].id;
-        let first = create_for_event(&mut tx, event, merchant, false, NOW_MS)
-            .await
-            .unwrap();
-        let again = create_for_event(&mut tx, event, merchant, false, NOW_MS)
-            .await
-            .unwrap();
-        let unsubscribed = create_for_event(&mut tx, other[0].id, merchant, false, NOW_MS)
-            .await
-            .unwrap();
-        let wrong_mode = create_for_event(&mut tx, event, merchant, true, NOW_MS)
-            .await
-            .unwrap();
         tx.commit().await.unwrap();
-        assert_eq!(
-            first,
-            FanOut {
-                event_found: true,
-                created: 1
-            }
-        );
-        assert_eq!(
-            again,
-            FanOut {
-                event_found: true,
-                created: 0
-            }
-        );
-        assert_eq!(
-            unsubscribed,
-            FanOut {
-                event_found: true,
-                created: 0
-            }
-        );
-        assert_eq!(
-            wrong_mode,
-            FanOut {
-                event_found: false,
-                created: 0
-            }
-        );
+        // The subscribed event got one delivery, due at its creation; the
+        // other type none.
+        let created = for_event(pool, event).await.unwrap();
+        assert_eq!(created.len(), 1, "{created:?}");
+        assert_eq!(created[0].endpoint_id, endpoint.id);
+        assert_eq!(created[0].next_attempt_at_ms, NOW_MS);
+        assert!(for_event(pool, other[0].id).await.unwrap().is_empty());
+
+        // A live-mode event of the same merchant reaches no test-mode endpoint.
+        let live_source = EventSource {
+            livemode: true,
+            ..source
+        };
+        let live =
+            events::for_types(live_source, &[EventType::ChargeSucceeded], &snapshot).unwrap();
+        let mut tx = pool.begin().await.unwrap();
+        events::record(&mut tx, &live).await.unwrap();
+        tx.commit().await.unwrap();
+        assert!(for_event(pool, live[0].id).await.unwrap().is_empty());
+
+        // Rolled back with its event: no delivery without the event.
+        let rolled_back =
+            events::for_types(source, &[EventType::ChargeSucceeded], &snapshot).unwrap();
+        let mut tx = pool.begin().await.unwrap();
+        events::record(&mut tx, &rolled_back).await.unwrap();
+        tx.rollback().await.unwrap();
+        assert!(for_event(pool, rolled_back[0].id).await.unwrap().is_empty());
 
         let lease_until = NOW_MS + 40_000;
         let claimed = claim_due(pool, NOW_MS, lease_until, 10).await.unwrap();

@@ -2,9 +2,9 @@
 //! API.md "Webhooks").
 //!
 //! Events reach merchants in two steps, each durable before the next:
-//! the **fan-out** turns an event's announcement from the broker into one
-//! pending delivery per subscribed endpoint (in the shard database, before
-//! the message is acknowledged), and the **dispatcher** works through the
+//! the **fan-out** creates one pending delivery per subscribed endpoint in
+//! the transaction that records the event (`snakepay_store::events::record`),
+//! and the **dispatcher** works through the
 //! deliveries that are due, POSTing the event's JSON signed with the
 //! endpoint's secret, retrying with capped exponential backoff and jitter
 //! for up to 3 days after the first attempt — the same event ID and body on
@@ -15,8 +15,6 @@
 //! - [`settings`]: [`WebhookSettings`], every limit with its unit.
 //! - [`clock`]: the injected [`Clock`]; [`SystemClock`], and [`TestClock`]
 //!   for tests that move time.
-//! - [`fan_out`](mod@fan_out): [`fan_out()`], the handler for the
-//!   `webhooks.events` queue.
 //! - [`dispatch`]: [`Dispatcher`], [`dispatch_once`] (one pass over every
 //!   shard: claim, send, record) and [`run_dispatcher`] (passes until
 //!   shutdown).
@@ -37,12 +35,10 @@
 pub mod clock;
 pub mod dispatch;
 pub mod egress;
-pub mod fan_out;
 pub mod schedule;
 pub mod settings;
 pub mod signature;
 
 pub use clock::{Clock, SystemClock, TestClock};
 pub use dispatch::{Dispatcher, dispatch_once, run_dispatcher};
-pub use fan_out::{fan_out, fan_out_at};
 pub use settings::WebhookSettings;

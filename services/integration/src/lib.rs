@@ -16,7 +16,7 @@
 //! - [`reconciler`]: resolves payments left in flight by status inquiry.
 //! - `notifications`: the signed processor notification endpoint.
 //! - [`recorder`]: batch-writes event history from the broker.
-//! - `tasks`: the broker consumers (commands, webhook fan-out, recorder),
+//! - `tasks`: the broker consumers (commands, recorder),
 //!   the webhook dispatcher (`snakepay-webhooks`), the outbox relay and the
 //!   reconciler, as supervised background loops.
 

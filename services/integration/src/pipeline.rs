@@ -285,17 +285,17 @@ impl Pipeline {
     /// Opens the attempt's card: only here, and only for the call.
     /// Every opening is audited, whatever its outcome.
     async fn card_for(&self, pool: &PgPool, attempt: AttemptId) -> anyhow::Result<CardDetails> {
-        let row = attempts::find(pool, attempt)
+        let (payment_method, sealed) = attempts::sealed_card_of_attempt(pool, attempt)
             .await?
-            .context("attempt not found")?;
-        let opened = self.open_card(pool, row.payment_method).await;
+            .context("attempt or its payment method not found")?;
+        let opened = self.open_card(payment_method, &sealed);
         self.audit.record(snakepay_store::audit::Event {
             actor: snakepay_store::audit::Actor {
                 subject: snakepay_store::roles::INTEGRATION.into(),
                 role: "service".into(),
             },
             action: "card.open".into(),
-            resource: Some(row.payment_method.to_string()),
+            resource: Some(payment_method.to_string()),
             outcome: if opened.is_ok() { "allowed" } else { "failed" }.into(),
             origin: self.origin.clone(),
             details: serde_json::json!({
@@ -307,14 +307,11 @@ impl Pipeline {
         opened
     }
 
-    async fn open_card(
+    fn open_card(
         &self,
-        pool: &PgPool,
         payment_method: snakepay_domain::ids::PaymentMethodId,
+        sealed: &attempts::SealedCard,
     ) -> anyhow::Result<CardDetails> {
-        let sealed = attempts::sealed_card(pool, payment_method)
-            .await?
-            .context("payment method not found")?;
         let aad = payment_method.to_string();
         let open = |columns: &snakepay_store::intents::SealedColumns| {
             SealedRecord::from_parts(
@@ -504,11 +501,9 @@ impl Pipeline {
     /// for an authorization needs it.
     async fn mark_superseded(&self, pool: &PgPool, attempt: AttemptId) -> anyhow::Result<()> {
         let mut tx = pool.begin().await?;
+        // Also forgets the CVC unless another attempt needs it.
         attempts::record_authorization(&mut tx, attempt, AttemptStatus::Superseded, None, None)
             .await?;
-        if let Some(row) = attempts::find(&mut *tx, attempt).await? {
-            attempts::forget_cvc_unless_needed(&mut tx, row.payment_method).await?;
-        }
         tx.commit().await?;
         Ok(())
     }
@@ -580,15 +575,10 @@ impl Pipeline {
                 self.invalidate(&record).await;
             }
             if applies {
+                // Once the authorization is complete this also forgets the
+                // CVC (PCI DSS 3.3.1); a 3-D Secure challenge is not complete.
                 attempts::record_authorization(&mut tx, attempt, status, reference, error.as_ref())
                     .await?;
-                // Once the authorization is complete the CVC has served its
-                // purpose and must go (PCI DSS 3.3.1); a 3-D Secure challenge
-                // is not complete yet.
-                if status != AttemptStatus::RequiresAction
-                    && let Some(method) = attempts::find(&mut *tx, attempt).await?.map(|a| a.payment_method) {
-                    attempts::forget_cvc_unless_needed(&mut tx, method).await?;
-                }
             }
             effects::write(&mut tx, &record, None, &t.effects, self.context(&record, reply_to)).await?;
             tx.commit().await?;

@@ -66,21 +66,6 @@ pub fn spawn_all(
         .in_current_span(),
     ));
 
-    let fan_out_store = pipeline.store.clone();
-    tasks.push(tokio::spawn(
-        consume(
-            url.clone(),
-            topology.clone(),
-            QueueSpec::webhook_events(),
-            prefetch,
-            move |message: Message| {
-                let store = fan_out_store.clone();
-                async move { snakepay_webhooks::fan_out(&store, &message).await }
-            },
-            stop.clone(),
-        )
-        .in_current_span(),
-    ));
     match Dispatcher::with_trust(
         pipeline.store.clone(),
         Arc::clone(&pipeline.vault),

@@ -16,7 +16,6 @@ async fn topology_declares_idempotently() {
     broker.topology.declare(&channel).await.unwrap();
     for spec in [
         QueueSpec::integration_commands(),
-        QueueSpec::webhook_events(),
         QueueSpec::recorder_events(),
     ] {
         assert_eq!(broker.count(&broker.queue(&spec)).await, 0);

@@ -29,7 +29,6 @@ async fn a_subscribed_event_is_delivered_once_with_a_valid_signature_and_the_exa
     let event = world
         .event(merchant, false, EventType::PaymentIntentSucceeded)
         .await;
-    world.announce(&event).await;
     let dispatcher = world.dispatcher(settings());
 
     pass(&dispatcher, 1).await;
@@ -110,7 +109,6 @@ async fn only_enabled_endpoints_of_the_same_merchant_and_mode_subscribed_to_the_
     let event = world
         .event(merchant, false, EventType::PaymentIntentSucceeded)
         .await;
-    world.announce(&event).await;
 
     let mut targets: Vec<_> = world
         .deliveries(&event)
@@ -156,7 +154,6 @@ async fn two_dispatchers_running_at_once_deliver_each_event_exactly_once() {
             let event = world
                 .event(merchant, false, EventType::ChargeSucceeded)
                 .await;
-            world.announce(&event).await;
             all_events.push(event);
         }
     }

@@ -28,7 +28,6 @@ async fn a_failing_endpoint_gets_the_same_event_again_after_backoff_with_every_a
     let event = world
         .event(merchant, false, EventType::PaymentIntentPaymentFailed)
         .await;
-    world.announce(&event).await;
     let settings = WebhookSettings {
         attempt_timeout_ms: 500,
         ..settings()
@@ -108,7 +107,6 @@ async fn a_delivery_still_failing_when_the_retry_window_ends_is_failed() {
     let event = world
         .event(merchant, false, EventType::ChargeRefunded)
         .await;
-    world.announce(&event).await;
     let settings = settings();
     let window_ms = i64::try_from(settings.retry_window_seconds * 1000).unwrap();
     let dispatcher = world.dispatcher(settings.clone());
@@ -160,7 +158,6 @@ async fn a_dispatcher_that_dies_mid_attempt_only_delays_the_delivery() {
         .await;
     receiver.expect(&endpoint, &secret);
     let event = world.event(merchant, false, EventType::RefundUpdated).await;
-    world.announce(&event).await;
     let dispatcher = world.dispatcher(settings());
 
     // A dispatcher claims the delivery and dies before recording anything.

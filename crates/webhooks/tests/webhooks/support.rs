@@ -10,8 +10,6 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, Uri};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
-use snakepay_bus::envelope::{ENVELOPE_VERSION, Envelope};
-use snakepay_bus::{Message, Outcome};
 use snakepay_domain::effects::EventType;
 use snakepay_domain::ids::{MerchantId, RegionNumber, ShardNumber, WebhookEndpointId, fill_random};
 use snakepay_store::events::{self, EventRecord, EventSource};
@@ -20,7 +18,7 @@ use snakepay_store::testing::{self, TestDatabases};
 use snakepay_store::webhook_deliveries::{self, AttemptRecord, DeliveryRecord};
 use snakepay_store::webhook_endpoints::{self, EndpointStatus, WebhookEndpointRecord};
 use snakepay_vault::{FileKeyProvider, KeyRing, Vault};
-use snakepay_webhooks::{Clock, Dispatcher, TestClock, WebhookSettings, fan_out_at};
+use snakepay_webhooks::{Clock, Dispatcher, TestClock, WebhookSettings};
 use sqlx::PgPool;
 
 pub const REGION: RegionNumber = RegionNumber(1);
@@ -160,7 +158,8 @@ impl World {
         tx.commit().await.unwrap();
     }
 
-    /// Records an event (and its outbox announcement) as the services do.
+    /// Records an event (its deliveries and its outbox announcement) as the
+    /// services do.
     pub async fn event(
         &self,
         merchant: MerchantId,
@@ -187,40 +186,6 @@ impl World {
         events::record(&mut tx, &records).await.unwrap();
         tx.commit().await.unwrap();
         records.into_iter().next().unwrap()
-    }
-
-    /// The broker message the outbox relay would publish for `event`.
-    pub async fn announcement(&self, event: &EventRecord) -> Message {
-        let (id, routing_key, payload): (i64, String, serde_json::Value) = sqlx::query_as(
-            "select id, routing_key, payload from outbox where payload->>'event_id' = $1",
-        )
-        .bind(event.id.to_string())
-        .fetch_one(self.shard(event.merchant_id))
-        .await
-        .unwrap();
-        Message {
-            envelope: Envelope {
-                v: ENVELOPE_VERSION,
-                id: format!("outbox_{}_{id}", event.merchant_id.shard()),
-                kind: routing_key.clone(),
-                occurred_at: self.clock.now_ms(),
-                traceparent: None,
-                payload,
-            },
-            routing_key,
-            redelivered: false,
-            traceparent: None,
-        }
-    }
-
-    /// Announces `event` to the fan-out, as the webhook queue's consumer
-    /// would, and expects it acknowledged.
-    pub async fn announce(&self, event: &EventRecord) {
-        let message = self.announcement(event).await;
-        assert_eq!(
-            fan_out_at(&self.db.store, &message, &self.clock).await,
-            Outcome::Ack
-        );
     }
 
     pub async fn deliveries(&self, event: &EventRecord) -> Vec<DeliveryRecord> {

@@ -228,7 +228,6 @@ pub async fn scan_rabbitmq(
     let topology = Topology::new(prefix, 5);
     let mut queues: Vec<(String, &str)> = Vec::new();
     for spec in Topology::standard_queues().iter().chain([
-        &QueueSpec::webhook_events(),
         &QueueSpec::recorder_events(),
         &QueueSpec::integration_commands(),
     ]) {
