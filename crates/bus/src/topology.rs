@@ -87,6 +87,14 @@ impl QueueSpec {
     }
 }
 
+/// Queues that earlier versions declared and that nothing consumes any
+/// more. Still bound to their exchange on a broker upgraded in place, they
+/// would fill forever (and a full disk blocks every publisher), so
+/// [`Topology::declare`] deletes them. `webhooks.events`: webhook deliveries
+/// are created with their events now (`snakepay_store::events::record`);
+/// its announcements only duplicated the events table.
+pub const RETIRED_QUEUES: &[&str] = &["webhooks.events"];
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Topology {
     /// Prepended to every exchange and queue name: empty in production, a
@@ -155,10 +163,30 @@ impl Topology {
     }
 
     /// Exchanges and the standard queues.
+    /// Exchanges and the standard queues; queues of earlier versions that
+    /// nothing consumes any more are deleted (see [`RETIRED_QUEUES`]).
     pub async fn declare(&self, channel: &Channel) -> anyhow::Result<()> {
         self.declare_exchanges(channel).await?;
         for spec in Topology::standard_queues() {
             self.declare_queue(channel, &spec).await?;
+        }
+        self.retire(channel).await
+    }
+
+    /// Deletes the retired queues and their dead-letter queues. RabbitMQ
+    /// answers a delete of a queue that does not exist with success, so
+    /// this is idempotent like the declarations.
+    async fn retire(&self, channel: &Channel) -> anyhow::Result<()> {
+        for name in RETIRED_QUEUES {
+            for queue in [
+                format!("{}{name}", self.prefix),
+                format!("{}{name}.dlq", self.prefix),
+            ] {
+                channel
+                    .queue_delete(short(&queue)?, QueueDeleteOptions::default())
+                    .await
+                    .with_context(|| format!("deleting the retired queue {queue}"))?;
+            }
         }
         Ok(())
     }

@@ -25,6 +25,45 @@ async fn topology_declares_idempotently() {
 }
 
 #[tokio::test]
+async fn declaring_deletes_a_retired_queue_left_by_an_earlier_version() {
+    let broker = Broker::declared(3).await;
+    let channel = broker.connection.create_channel().await.unwrap();
+    let retired = format!("{}webhooks.events", broker.topology.prefix);
+    channel
+        .queue_declare(
+            retired.as_str().into(),
+            lapin::options::QueueDeclareOptions {
+                durable: true,
+                ..lapin::options::QueueDeclareOptions::default()
+            },
+            lapin::types::FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(broker.count(&retired).await, 0, "the old queue exists");
+    broker.topology.declare(&channel).await.unwrap();
+    // A passive declare of a queue that is gone closes the channel with 404.
+    let gone = broker
+        .connection
+        .create_channel()
+        .await
+        .unwrap()
+        .queue_declare(
+            retired.as_str().into(),
+            lapin::options::QueueDeclareOptions {
+                passive: true,
+                ..lapin::options::QueueDeclareOptions::default()
+            },
+            lapin::types::FieldTable::default(),
+        )
+        .await;
+    assert!(gone.is_err(), "the retired queue was not deleted");
+    // And declaring again, with nothing to delete, still succeeds.
+    broker.topology.declare(&channel).await.unwrap();
+    broker.cleanup().await;
+}
+
+#[tokio::test]
 async fn a_published_message_arrives_with_its_envelope_and_traceparent() {
     let broker = Broker::declared(3).await;
     let publisher = Publisher::connect(&amqp_url()).await.unwrap();
