@@ -155,11 +155,7 @@ fi
 pids=()
 stop_all() {
   trap - INT TERM EXIT
-  if [ "${#pids[@]}" -gt 0 ]; then
-    say "stopping ${#pids[@]} service(s)"
-    kill -TERM "${pids[@]}" 2>/dev/null || true
-    wait "${pids[@]}" 2>/dev/null || true
-  fi
+  stop_processes "${pids[@]}"
 }
 trap 'stop_all; exit 130' INT TERM
 trap stop_all EXIT

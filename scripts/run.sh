@@ -164,11 +164,7 @@ mkdir -p "$LOG_DIR"
 pids=()
 stop_all() {
   trap - INT TERM EXIT
-  if [ "${#pids[@]}" -gt 0 ]; then
-    say "stopping ${#pids[@]} service(s)"
-    kill -TERM "${pids[@]}" 2>/dev/null || true
-    wait "${pids[@]}" 2>/dev/null || true
-  fi
+  stop_processes "${pids[@]}"
   ok "stopped"
 }
 trap 'stop_all; exit 0' INT TERM

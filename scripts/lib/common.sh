@@ -61,6 +61,15 @@ as_root() {
   fi
 }
 
+# Stops the given processes (SIGTERM, so they drain) and waits for them.
+stop_processes() {
+  if [ "$#" -gt 0 ]; then
+    say "stopping $# service(s)"
+    kill -TERM "$@" 2>/dev/null || true
+    wait "$@" 2>/dev/null || true
+  fi
+}
+
 # True when something accepts TCP connections on 127.0.0.1:$1.
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 

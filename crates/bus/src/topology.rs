@@ -177,15 +177,21 @@ impl Topology {
     /// answers a delete of a queue that does not exist with success, so
     /// this is idempotent like the declarations.
     async fn retire(&self, channel: &Channel) -> anyhow::Result<()> {
-        for name in RETIRED_QUEUES {
-            for queue in [
-                format!("{}{name}", self.prefix),
-                format!("{}{name}.dlq", self.prefix),
-            ] {
+        let retired: Vec<QueueSpec> = RETIRED_QUEUES
+            .iter()
+            .map(|name| QueueSpec::new(name, &[]))
+            .collect();
+        self.delete_queues(channel, &retired).await
+    }
+
+    /// Deletes `specs`' queues and their dead-letter queues.
+    async fn delete_queues(&self, channel: &Channel, specs: &[QueueSpec]) -> anyhow::Result<()> {
+        for spec in specs {
+            for queue in [self.queue_name(spec), self.dead_letter_queue_name(spec)] {
                 channel
                     .queue_delete(short(&queue)?, QueueDeleteOptions::default())
                     .await
-                    .with_context(|| format!("deleting the retired queue {queue}"))?;
+                    .with_context(|| format!("deleting queue {queue}"))?;
             }
         }
         Ok(())
@@ -272,14 +278,7 @@ impl Topology {
     /// Deletes the given queues (and their dead-letter queues) and the
     /// exchanges: for tests, which clean up what they declared.
     pub async fn delete(&self, channel: &Channel, specs: &[QueueSpec]) -> anyhow::Result<()> {
-        for spec in specs {
-            for queue in [self.queue_name(spec), self.dead_letter_queue_name(spec)] {
-                channel
-                    .queue_delete(short(&queue)?, QueueDeleteOptions::default())
-                    .await
-                    .with_context(|| format!("deleting queue {queue}"))?;
-            }
-        }
+        self.delete_queues(channel, specs).await?;
         for exchange in [
             self.commands_exchange(),
             self.events_exchange(),

@@ -96,10 +96,8 @@ pub async fn record_with(
     let mut messages: Vec<OutboxMessage> = events.iter().map(announcement).collect();
     messages.extend_from_slice(also);
     let (keys, payloads) = outbox::columns(&messages)?;
-    let headers = outbox::headers();
-    let traceparent = headers
-        .get("traceparent")
-        .and_then(serde_json::Value::as_str);
+    let traceparent = snakepay_telemetry::trace::current_traceparent();
+    let headers = outbox::headers(traceparent.as_deref());
     // Data-modifying CTEs all run to completion whether or not the main
     // query reads them; outbox ids follow the arrays' order (events first).
     sqlx::query(
@@ -130,7 +128,7 @@ pub async fn record_with(
     .bind(&objects)
     .bind(&requests)
     .bind(&created)
-    .bind(traceparent)
+    .bind(traceparent.as_deref())
     .bind(&keys)
     .bind(&payloads)
     .bind(&headers)

@@ -85,7 +85,9 @@ pub async fn enqueue(
     )
     .bind(&keys)
     .bind(&payloads)
-    .bind(headers())
+    .bind(headers(
+        snakepay_telemetry::trace::current_traceparent().as_deref(),
+    ))
     .execute(&mut **tx)
     .await?;
     Ok(())
@@ -108,11 +110,11 @@ pub(crate) fn columns(
     ))
 }
 
-/// The headers of rows written now: the messages continue the current
-/// trace (the request or message being handled); the relay and the broker
-/// carry it to the consumer.
-pub(crate) fn headers() -> serde_json::Value {
-    match snakepay_telemetry::trace::current_traceparent() {
+/// The headers of rows written now, given the current span's
+/// `traceparent`: the messages continue the trace of the request or message
+/// being handled; the relay and the broker carry it to the consumer.
+pub(crate) fn headers(traceparent: Option<&str>) -> serde_json::Value {
+    match traceparent {
         Some(traceparent) => serde_json::json!({ "traceparent": traceparent }),
         None => serde_json::json!({}),
     }
