@@ -34,7 +34,7 @@ enum Matcher {
 #[derive(Debug, Clone)]
 struct Group {
     name: String,
-    /// "service", "dependency" or "load generator".
+    /// "service", "simulated processor", "dependency" or "load generator".
     kind: &'static str,
     matcher: Matcher,
 }
@@ -85,13 +85,28 @@ pub struct Phase {
     started: std::time::Instant,
 }
 
+/// The processor simulator stands in for an external processor (DESIGN.md
+/// §6): it is measured like a service, but it is not one of the platform's
+/// services, and it keeps every operation in memory by design (its journal
+/// is how tests prove each payment was charged once), so its memory grows
+/// with the run and the services' memory target does not apply to it.
+pub const SIMULATED_PROCESSOR: &str = "processor-sim";
+
+fn service_kind(name: &str) -> &'static str {
+    if name == SIMULATED_PROCESSOR {
+        "simulated processor"
+    } else {
+        "service"
+    }
+}
+
 impl Sampler {
     pub fn new(services: &[NamedPid], database_prefix: &str) -> Self {
         let mut groups: Vec<Group> = services
             .iter()
             .map(|service| Group {
                 name: service.name.clone(),
-                kind: "service",
+                kind: service_kind(&service.name),
                 matcher: Matcher::Pid(service.pid),
             })
             .collect();
@@ -412,6 +427,13 @@ mod tests {
             "postgres: 15/main: snakepay snakepay_test_7 127.0.0.1(40000) idle",
             prefix
         ));
+    }
+
+    #[test]
+    fn the_simulator_is_not_counted_as_a_platform_service() {
+        assert_eq!(service_kind("processor-sim"), "simulated processor");
+        assert_eq!(service_kind("external-api"), "service");
+        assert_eq!(service_kind("integration"), "service");
     }
 
     #[test]

@@ -72,10 +72,11 @@ impl QueueSpec {
         )
     }
 
-    /// The recorder's copy of every event (the catch-all that keeps events
-    /// routable, see the module header), and the request log. Webhook
-    /// deliveries need no queue: they are created with their event
-    /// (`snakepay_store::events::record`).
+    /// The request log (`log.#`), and the catch-all for `event.#` that keeps
+    /// any event message routable (see the module header). Events are not
+    /// announced any more (the events table is their history, webhook
+    /// deliveries are created with them: `snakepay_store::events`); the
+    /// recorder acknowledges announcements earlier versions left queued.
     pub fn recorder_events() -> QueueSpec {
         QueueSpec::new(
             "recorder.events",

@@ -214,6 +214,10 @@ pub struct HttpConfig {
     pub body_limit_bytes: usize,
     #[serde(default = "defaults::request_timeout_ms")]
     pub request_timeout_ms: u64,
+    /// Requests the listener works on at once; more are answered 503
+    /// (retryable) at once instead of queueing (load shedding).
+    #[serde(default = "defaults::max_in_flight")]
+    pub max_in_flight: usize,
     /// How long shutdown waits for in-flight requests before closing.
     #[serde(default = "defaults::shutdown_grace_ms")]
     pub shutdown_grace_ms: u64,
@@ -244,6 +248,12 @@ impl Validate for HttpConfig {
             1,
             300_000,
             &key(prefix, "request_timeout_ms"),
+        )?;
+        in_range(
+            self.max_in_flight,
+            1,
+            1_000_000,
+            &key(prefix, "max_in_flight"),
         )?;
         in_range(
             self.shutdown_grace_ms,
@@ -428,6 +438,9 @@ mod defaults {
     }
     pub fn request_timeout_ms() -> u64 {
         30_000
+    }
+    pub fn max_in_flight() -> usize {
+        1024
     }
     pub fn shutdown_grace_ms() -> u64 {
         10_000

@@ -7,8 +7,12 @@
 //! 2. envelope enforcement: any bare 4xx/5xx (axum's own 404, 405, 413,
 //!    extractor rejections) is rewritten into the Stripe error envelope;
 //! 3. panic catching: a panicking handler becomes a logged, generic 500;
-//! 4. the request timeout: 503 `api_error` with `Stripe-Should-Retry: true`;
-//! 5. path canonicalisation (`//v1/x` → `/v1/x`, configured prefix stripped)
+//! 4. load shedding: beyond the instance's in-flight limit a request is
+//!    answered 503 `api_error` with `Stripe-Should-Retry: true` at once
+//!    (health probes are exempt), so an overload costs clients a retry, not
+//!    a queue that grows the service's memory and everyone's latency;
+//! 5. the request timeout: 503 `api_error` with `Stripe-Should-Retry: true`;
+//! 6. path canonicalisation (`//v1/x` → `/v1/x`, configured prefix stripped)
 //!    and the body size limit, then routing into the wrapped router.
 //!
 //! Path rewriting must happen before routing, which `Router::layer` alone cannot
@@ -42,6 +46,14 @@ pub const STRIPE_VERSION_HEADER: &str = "stripe-version";
 /// characters) is about 30 KiB; 1 MiB leaves room without inviting abuse.
 pub const DEFAULT_BODY_LIMIT_BYTES: usize = 1024 * 1024;
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Requests one instance works on at once before it sheds load. A payment
+/// holds a database connection for a few milliseconds and waits for its
+/// outcome for up to seconds; far more than the pool's connections can be
+/// in flight, but an unbounded number only queues (docs/performance.md).
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 1024;
+/// Paths never shed: a busy instance is alive, and the load balancer's
+/// readiness probe must still get an answer.
+const UNSHED_PATHS: &[&str] = &["/livez", "/readyz"];
 /// How much of a bare error body is kept as the envelope's message.
 const BARE_ERROR_MESSAGE_MAX_BYTES: usize = 1024;
 
@@ -80,6 +92,8 @@ pub struct EdgeLimits {
     /// A base path such as `/api` in front of `/v1/...`, stripped when present.
     /// Requests without it still route, so health checks and direct calls work.
     pub path_prefix: Option<String>,
+    /// Requests handled at once; more are shed (503, retryable).
+    pub max_in_flight: usize,
 }
 
 impl Default for EdgeLimits {
@@ -88,6 +102,7 @@ impl Default for EdgeLimits {
             body_limit_bytes: DEFAULT_BODY_LIMIT_BYTES,
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             path_prefix: None,
+            max_in_flight: DEFAULT_MAX_IN_FLIGHT,
         }
     }
 }
@@ -96,6 +111,7 @@ impl Default for EdgeLimits {
 struct Edge {
     body_limit_bytes: usize,
     request_timeout: Duration,
+    in_flight: Arc<tokio::sync::Semaphore>,
     /// Normalised: leading `/`, no trailing `/`, never just `/`.
     path_prefix: Option<String>,
 }
@@ -106,6 +122,7 @@ pub fn stripe_edge(router: Router, limits: EdgeLimits) -> Router {
     let edge = Arc::new(Edge {
         body_limit_bytes: limits.body_limit_bytes,
         request_timeout: limits.request_timeout,
+        in_flight: Arc::new(tokio::sync::Semaphore::new(limits.max_in_flight)),
         path_prefix: limits.path_prefix.as_deref().and_then(normalize_prefix),
     });
     Router::new()
@@ -120,6 +137,7 @@ pub fn stripe_edge(router: Router, limits: EdgeLimits) -> Router {
             Arc::clone(&edge),
             time_limit,
         ))
+        .layer(middleware::from_fn_with_state(Arc::clone(&edge), shed_load))
         .layer(middleware::from_fn(catch_panic))
         .layer(middleware::from_fn_with_state(edge, envelope_bare_errors))
         .layer(middleware::from_fn(stamp))
@@ -272,6 +290,21 @@ async fn catch_panic(request: Request, next: Next) -> Response {
             ApiError::internal(&anyhow::anyhow!("handler panicked: {what}")).into_response()
         }
     }
+}
+
+async fn shed_load(State(edge): State<Arc<Edge>>, request: Request, next: Next) -> Response {
+    if UNSHED_PATHS.contains(&request.uri().path()) {
+        return next.run(request).await;
+    }
+    // Held until the handler's response is ready.
+    let Ok(_permit) = Arc::clone(&edge.in_flight).try_acquire_owned() else {
+        tracing::debug!("request shed: too many requests in flight");
+        return ApiError::unavailable(
+            "This server is handling too many requests right now. Please retry shortly.",
+        )
+        .into_response();
+    };
+    next.run(request).await
 }
 
 async fn time_limit(State(edge): State<Arc<Edge>>, request: Request, next: Next) -> Response {

@@ -1,5 +1,13 @@
 //! Events (`evt_…`): snapshots of objects at the moment something happened,
-//! written with the change itself and announced through the outbox.
+//! written with the change itself, together with their webhook deliveries.
+//!
+//! Events are not announced on the broker. Nothing consumes an announcement
+//! any more: webhook deliveries are created here, in the writer's
+//! transaction, and the events table, read by the object an event is about,
+//! is the payment's history (`search::intent_story`). Announcing each event
+//! cost an outbox row, a relay update, a broker message with its confirm,
+//! delivery and ack, and a recorder insert: about a quarter of a checkout's
+//! CPU (docs/performance.md).
 
 use snakepay_domain::effects::EventType;
 use snakepay_domain::ids::{EventId, MerchantId};
@@ -55,8 +63,7 @@ pub fn for_types(
         .collect()
 }
 
-/// Writes the events, their webhook deliveries and one outbox message per
-/// event (`event.<type>`); see [`record_with`].
+/// Writes the events and their webhook deliveries; see [`record_with`].
 pub async fn record(
     tx: &mut Transaction<'_, Postgres>,
     events: &[EventRecord],
@@ -64,11 +71,10 @@ pub async fn record(
     record_with(tx, events, &[]).await
 }
 
-/// Writes the events, their webhook deliveries, one outbox message per
-/// event (`event.<type>`) and then `also` (the change's processor commands)
-/// to the outbox — all in one statement, because every round trip inside a
-/// payment's transaction costs the database more than the rows themselves
-/// (docs/performance.md).
+/// Writes the events, their webhook deliveries and `also` (the change's
+/// processor commands) to the outbox — all in one statement, because every
+/// round trip inside a payment's transaction costs the database more than
+/// the rows themselves (docs/performance.md).
 ///
 /// The fan-out to webhooks happens here, in the writer's transaction: one
 /// pending delivery, due at the event's creation, for every endpoint of the
@@ -93,13 +99,11 @@ pub async fn record_with(
     let objects: Vec<serde_json::Value> = events.iter().map(|e| e.object.clone()).collect();
     let requests: Vec<Option<&str>> = events.iter().map(|e| e.request_id.as_deref()).collect();
     let created: Vec<i64> = events.iter().map(|e| e.created).collect();
-    let mut messages: Vec<OutboxMessage> = events.iter().map(announcement).collect();
-    messages.extend_from_slice(also);
-    let (keys, payloads) = outbox::columns(&messages)?;
+    let (keys, payloads) = outbox::columns(also)?;
     let traceparent = snakepay_telemetry::trace::current_traceparent();
     let headers = outbox::headers(traceparent.as_deref());
     // Data-modifying CTEs all run to completion whether or not the main
-    // query reads them; outbox ids follow the arrays' order (events first).
+    // query reads them; outbox ids follow the array's order.
     sqlx::query(
         "with event as (
              insert into events (id, merchant_id, livemode, type, api_version, object, request_id, created)
@@ -135,21 +139,6 @@ pub async fn record_with(
     .execute(&mut **tx)
     .await?;
     Ok(())
-}
-
-/// The outbox message that announces `event` (`event.<type>`).
-fn announcement(event: &EventRecord) -> OutboxMessage {
-    OutboxMessage {
-        routing_key: format!("event.{}", event.event_type),
-        payload: serde_json::json!({
-            "event_id": event.id.to_string(),
-            "merchant_id": event.merchant_id.to_string(),
-            "livemode": event.livemode,
-            "type": event.event_type,
-            "object_id": event.object.get("id").and_then(serde_json::Value::as_str),
-            "created": event.created,
-        }),
-    }
 }
 
 fn from_row(row: &sqlx::postgres::PgRow) -> anyhow::Result<EventRecord> {

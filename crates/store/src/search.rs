@@ -143,8 +143,8 @@ pub async fn search_payments(
 
 /// Everything the platform knows about one payment, for support and
 /// investigations: the intent, its attempts (with the processor's answers),
-/// refunds, events, the ledger lines, webhook deliveries and the recorder's
-/// history. Card data: the brand, last 4 and expiry only.
+/// refunds, events (its history, in order), the ledger lines and webhook
+/// deliveries. Card data: the brand, last 4 and expiry only.
 pub async fn payment_story(
     pool: &PgPool,
     intent_id: &str,
@@ -175,9 +175,7 @@ pub async fn payment_story(
                        'last_http_status', d.last_http_status, 'last_error', d.last_error,
                        'delivered_at_ms', d.delivered_at_ms) order by d.id), '[]')
               from webhook_deliveries d join events e on e.id = d.event_id
-              where e.object->>'id' = $1 or e.object->>'payment_intent' = $1) as webhook_deliveries,
-           (select coalesce(jsonb_agg(to_jsonb(h) order by h.occurred_at), '[]')
-              from event_history h where h.object_id = $1) as history",
+              where e.object->>'id' = $1 or e.object->>'payment_intent' = $1) as webhook_deliveries",
     )
     .bind(intent_id)
     .fetch_one(pool)
@@ -195,7 +193,6 @@ pub async fn payment_story(
         "events",
         "ledger",
         "webhook_deliveries",
-        "history",
     ] {
         let value: Option<serde_json::Value> = row.try_get(name)?;
         story.insert(name.to_owned(), value.unwrap_or(serde_json::Value::Null));

@@ -140,6 +140,7 @@ fn app(config: &ExternalApiConfig) -> anyhow::Result<(axum::Router, AppState)> {
         body_limit_bytes: http.body_limit_bytes,
         request_timeout: Duration::from_millis(http.request_timeout_ms),
         path_prefix: config.external_api.path_prefix.clone(),
+        max_in_flight: http.max_in_flight,
     };
     let app = snakepay_http::admin::record_requests(stripe_edge(routes, limits));
     Ok((app, state))

@@ -8,7 +8,8 @@
 //! The middleware puts an empty [`LogSlot`] into the request; the `Auth`
 //! extractor fills it with the merchant once the key is known; the
 //! middleware reads it after the response and queues the entry. A
-//! background task publishes queued entries in batches (`log.request`).
+//! background task publishes queued entries in batches, one message per
+//! batch (`log.requests`).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -32,8 +33,9 @@ const BATCH_MAX: usize = 500;
 const BATCH_WAIT_MS: u64 = 100;
 /// The pause after the broker refused a batch (it is dropped).
 const FAILURE_PAUSE_MS: u64 = 1_000;
-/// The routing key of request log messages (events exchange).
-pub const ROUTING_KEY: &str = "log.request";
+/// The routing key of request log messages (events exchange): each carries
+/// a batch of entries (`{"entries": [...]}`).
+pub const ROUTING_KEY: &str = "log.requests";
 
 /// Filled by `Auth` with the authenticated merchant and mode.
 #[derive(Clone, Default)]
@@ -51,6 +53,12 @@ struct Entry {
     duration_ms: u64,
     /// Unix milliseconds.
     at_ms: i64,
+}
+
+/// A `log.requests` message's payload.
+#[derive(Serialize)]
+struct BatchPayload<'a> {
+    entries: &'a [Entry],
 }
 
 /// The sending side; cheap to clone.
@@ -134,16 +142,17 @@ async fn publish(
                 Ok(None) | Err(_) => break,
             }
         }
-        let messages: Vec<Outgoing> = batch
-            .iter()
-            .filter_map(|entry| {
-                let payload = serde_json::to_value(entry).ok()?;
-                Some(Outgoing {
-                    exchange: exchange.clone(),
-                    routing_key: ROUTING_KEY.to_owned(),
-                    envelope: Envelope::new(ROUTING_KEY, payload).ok()?,
-                })
+        // One message per batch: the broker's cost is per message, and the
+        // recorder inserts a batch at a time anyway.
+        let messages: Vec<Outgoing> = serde_json::to_value(BatchPayload { entries: &batch })
+            .ok()
+            .and_then(|payload| Envelope::new(ROUTING_KEY, payload).ok())
+            .map(|envelope| Outgoing {
+                exchange: exchange.clone(),
+                routing_key: ROUTING_KEY.to_owned(),
+                envelope,
             })
+            .into_iter()
             .collect();
         if publisher.is_none() {
             publisher = Publisher::connect(&url).await.ok();

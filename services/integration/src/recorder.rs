@@ -1,13 +1,20 @@
-//! The recorder (DESIGN.md §5, step 6): writes non-critical history — every
-//! event, by the object it is about, and the External API's request log —
-//! into the shards in batches. It is the
-//! queue that buffers database writes: under load the broker holds the
-//! backlog, and one multi-row insert replaces hundreds of small commits.
+//! The recorder (DESIGN.md §5, step 6): writes the External API's request
+//! log into the shards in batches. It is the queue that buffers
+//! non-critical database writes: under load the broker holds the backlog,
+//! and one multi-row insert replaces hundreds of small commits.
 //!
-//! The consumer runner hands each delivery to [`Recorder::record`], which
-//! queues the row and waits for the batch it joined to commit; only then is
-//! the delivery acknowledged, so a crash loses nothing (rows are inserted
-//! with `on conflict do nothing`, so a redelivery writes nothing twice).
+//! Each `log.requests` message carries a batch of entries
+//! (services/external-api/src/request_log.rs), so the broker moves one
+//! message per batch, not one per request. The consumer runner hands each
+//! delivery to [`Recorder::record`], which queues its entries and waits for
+//! the insert they joined to commit; only then is the delivery
+//! acknowledged, so a crash loses nothing (rows are inserted with
+//! `on conflict do nothing`, so a redelivery writes nothing twice).
+//!
+//! Event history needs no recorder: the events table, written with the
+//! change itself, is the history (`snakepay_store::events`). Announcements
+//! (`event.…`) that earlier versions left in the queue are acknowledged and
+//! dropped, since their events are already in that table.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -15,32 +22,21 @@ use tracing::Instrument;
 
 use serde::Deserialize;
 use snakepay_bus::{Message, Outcome};
-use snakepay_domain::ids::MerchantId;
+use snakepay_domain::ids::{MerchantId, ShardNumber};
 use snakepay_store::Store;
 use tokio::sync::{mpsc, oneshot};
 
-/// Rows per insert.
+/// Entries per insert (a batch may overshoot by one message's entries).
 pub const BATCH_MAX_ROWS: usize = 500;
-/// How long the first row of a batch waits for company.
+/// How long the first message of a batch waits for company.
 pub const BATCH_MAX_WAIT_MS: u64 = 50;
-/// Rows queued before `record` callers wait: bounded memory.
-const QUEUE_CAPACITY: usize = 4 * BATCH_MAX_ROWS;
+/// Messages queued before `record` callers wait: bounded memory.
+const QUEUE_CAPACITY: usize = 64;
+/// Messages the consumer holds unacknowledged: each carries up to a
+/// publisher's batch of entries, so a few are enough to fill an insert.
+pub const PREFETCH: u16 = 16;
 
-#[derive(Debug, Clone, Deserialize)]
-struct EventNotice {
-    event_id: String,
-    merchant_id: MerchantId,
-    livemode: bool,
-    #[serde(rename = "type")]
-    event_type: String,
-    #[serde(default)]
-    object_id: Option<String>,
-    /// Unix seconds; absent in messages written before it was added.
-    #[serde(default)]
-    created: Option<i64>,
-}
-
-/// A `log.request` message (services/external-api/src/request_log.rs).
+/// One request log entry (services/external-api/src/request_log.rs).
 #[derive(Debug, Clone, Deserialize)]
 struct RequestNotice {
     request_id: String,
@@ -53,22 +49,17 @@ struct RequestNotice {
     at_ms: i64,
 }
 
-#[derive(Debug, Clone)]
-enum Row {
-    Event(EventNotice),
-    Request(RequestNotice),
+/// A `log.requests` message.
+#[derive(Debug, Deserialize)]
+struct RequestBatch {
+    entries: Vec<RequestNotice>,
 }
 
-impl Row {
-    fn merchant(&self) -> MerchantId {
-        match self {
-            Row::Event(notice) => notice.merchant_id,
-            Row::Request(notice) => notice.merchant_id,
-        }
-    }
+/// One delivery's entries and who waits for their commit.
+struct Pending {
+    entries: Vec<RequestNotice>,
+    done: oneshot::Sender<bool>,
 }
-
-type Pending = (Row, oneshot::Sender<bool>);
 
 #[derive(Clone)]
 pub struct Recorder {
@@ -83,23 +74,32 @@ impl Recorder {
         Recorder { queue }
     }
 
-    /// Records one event message; `Ack` once its batch committed.
+    /// Records one message; `Ack` once its entries committed.
     pub async fn record(&self, message: &Message) -> Outcome {
+        let key = message.routing_key.as_str();
+        if key.starts_with("event.") {
+            // An announcement of an earlier version: its event is already
+            // in the events table, which is the history now.
+            return Outcome::Ack;
+        }
         let payload = message.envelope.payload.clone();
-        let row = if message.routing_key.starts_with("log.") {
-            serde_json::from_value(payload).map(Row::Request)
-        } else {
-            serde_json::from_value(payload).map(Row::Event)
+        let entries = match key {
+            // One entry per message, as earlier versions published them.
+            "log.request" => serde_json::from_value(payload).map(|entry| vec![entry]),
+            _ => serde_json::from_value(payload).map(|batch: RequestBatch| batch.entries),
         };
-        let notice = match row {
-            Ok(row) => row,
+        let entries = match entries {
+            Ok(entries) => entries,
             Err(error) => {
-                tracing::warn!(error = %error, "unreadable history message rejected");
+                tracing::warn!(error = %error, routing_key = key, "unreadable history message rejected");
                 return Outcome::Reject;
             }
         };
+        if entries.is_empty() {
+            return Outcome::Ack;
+        }
         let (done, committed) = oneshot::channel();
-        if self.queue.send((notice, done)).await.is_err() {
+        if self.queue.send(Pending { entries, done }).await.is_err() {
             return Outcome::Retry;
         }
         match committed.await {
@@ -111,98 +111,64 @@ impl Recorder {
 
 async fn write_batches(store: Store, mut receiver: mpsc::Receiver<Pending>) {
     while let Some(first) = receiver.recv().await {
+        let mut rows = first.entries.len();
         let mut batch = vec![first];
         let deadline = tokio::time::Instant::now() + Duration::from_millis(BATCH_MAX_WAIT_MS);
-        while batch.len() < BATCH_MAX_ROWS {
+        while rows < BATCH_MAX_ROWS {
             match tokio::time::timeout_at(deadline, receiver.recv()).await {
-                Ok(Some(pending)) => batch.push(pending),
+                Ok(Some(pending)) => {
+                    rows += pending.entries.len();
+                    batch.push(pending);
+                }
                 Ok(None) | Err(_) => break,
             }
         }
-        let mut by_shard: BTreeMap<u8, Vec<Pending>> = BTreeMap::new();
-        for pending in batch {
-            by_shard
-                .entry(pending.0.merchant().shard().0)
-                .or_default()
-                .push(pending);
-        }
-        for (shard, rows) in by_shard {
-            let ok = insert(&store, snakepay_domain::ids::ShardNumber(shard), &rows).await;
-            for (_, done) in rows {
-                let _ = done.send(ok);
+        // A message may hold entries of several shards: it is done when
+        // every shard it touches committed.
+        let mut by_shard: BTreeMap<u8, Vec<&RequestNotice>> = BTreeMap::new();
+        for pending in &batch {
+            for entry in &pending.entries {
+                by_shard
+                    .entry(entry.merchant_id.shard().0)
+                    .or_default()
+                    .push(entry);
             }
+        }
+        let mut failed_shards = Vec::new();
+        for (shard, entries) in &by_shard {
+            if !insert(&store, ShardNumber(*shard), entries).await {
+                failed_shards.push(*shard);
+            }
+        }
+        for pending in batch {
+            let ok = pending
+                .entries
+                .iter()
+                .all(|entry| !failed_shards.contains(&entry.merchant_id.shard().0));
+            let _ = pending.done.send(ok);
         }
     }
 }
 
-async fn insert(store: &Store, shard: snakepay_domain::ids::ShardNumber, rows: &[Pending]) -> bool {
+async fn insert(store: &Store, shard: ShardNumber, rows: &[&RequestNotice]) -> bool {
     let Ok(pool) = store.shard(shard) else {
-        tracing::warn!(db.shard = shard.0, "history for an unknown shard");
+        tracing::warn!(db.shard = shard.0, "request log for an unknown shard");
         return false;
     };
-    let events: Vec<&EventNotice> = rows
-        .iter()
-        .filter_map(|(row, _)| match row {
-            Row::Event(notice) => Some(notice),
-            Row::Request(_) => None,
-        })
-        .collect();
-    let requests: Vec<&RequestNotice> = rows
-        .iter()
-        .filter_map(|(row, _)| match row {
-            Row::Request(notice) => Some(notice),
-            Row::Event(_) => None,
-        })
-        .collect();
-    let result = async {
-        if !events.is_empty() {
-            insert_events(pool, &events).await?;
-        }
-        if !requests.is_empty() {
-            insert_requests(pool, &requests).await?;
-        }
-        Ok::<(), sqlx::Error>(())
-    }
-    .await;
-    match result {
+    match insert_requests(pool, rows).await {
         Ok(()) => {
             tracing::debug!(
                 db.shard = shard.0,
                 recorder.rows = rows.len(),
-                "history written"
+                "request log written"
             );
             true
         }
         Err(error) => {
-            tracing::warn!(db.shard = shard.0, error = %error, "history batch failed");
+            tracing::warn!(db.shard = shard.0, error = %error, "request log batch failed");
             false
         }
     }
-}
-
-async fn insert_events(pool: &sqlx::PgPool, rows: &[&EventNotice]) -> Result<(), sqlx::Error> {
-    let ids: Vec<&str> = rows.iter().map(|n| n.event_id.as_str()).collect();
-    let merchants: Vec<String> = rows.iter().map(|n| n.merchant_id.to_string()).collect();
-    let livemodes: Vec<bool> = rows.iter().map(|n| n.livemode).collect();
-    let types: Vec<&str> = rows.iter().map(|n| n.event_type.as_str()).collect();
-    let objects: Vec<Option<&str>> = rows.iter().map(|n| n.object_id.as_deref()).collect();
-    let created: Vec<Option<i64>> = rows.iter().map(|n| n.created).collect();
-    sqlx::query(
-        "insert into event_history (event_id, merchant_id, livemode, type, object_id, occurred_at)
-         select id, merchant, livemode, type, object, coalesce(to_timestamp(created), now())
-         from unnest($1::text[], $2::text[], $3::bool[], $4::text[], $5::text[], $6::bigint[])
-              as t(id, merchant, livemode, type, object, created)
-         on conflict (event_id) do nothing",
-    )
-    .bind(&ids)
-    .bind(&merchants)
-    .bind(&livemodes)
-    .bind(&types)
-    .bind(&objects)
-    .bind(&created)
-    .execute(pool)
-    .await?;
-    Ok(())
 }
 
 async fn insert_requests(pool: &sqlx::PgPool, rows: &[&RequestNotice]) -> Result<(), sqlx::Error> {

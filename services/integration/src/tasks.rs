@@ -55,8 +55,8 @@ pub fn spawn_all(
             url.clone(),
             topology.clone(),
             QueueSpec::recorder_events(),
-            // The recorder's batches fill from the prefetch window.
-            prefetch.max(u16::try_from(crate::recorder::BATCH_MAX_ROWS).unwrap_or(u16::MAX)),
+            // Each message carries a batch of entries (recorder.rs).
+            crate::recorder::PREFETCH,
             move |message: Message| {
                 let recorder = recorder.clone();
                 async move { recorder.record(&message).await }

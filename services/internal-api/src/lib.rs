@@ -106,6 +106,7 @@ async fn app(config: &InternalApiConfig) -> anyhow::Result<axum::Router> {
         body_limit_bytes: section.http.body_limit_bytes,
         request_timeout: Duration::from_millis(section.http.request_timeout_ms),
         path_prefix: None,
+        max_in_flight: section.http.max_in_flight,
     };
     Ok(snakepay_http::admin::record_requests(stripe_edge(
         routes, limits,

@@ -27,7 +27,47 @@ fn small_limits() -> EdgeLimits {
         body_limit_bytes: 1024,
         request_timeout: Duration::from_millis(300),
         path_prefix: Some("/api".to_owned()),
+        ..EdgeLimits::default()
     }
+}
+
+#[tokio::test]
+async fn beyond_the_in_flight_limit_requests_are_shed_at_once_and_health_probes_are_not() {
+    let limits = EdgeLimits {
+        max_in_flight: 1,
+        ..EdgeLimits::default()
+    };
+    let router = crate::app::demo_router().route("/livez", axum::routing::get(|| async { "ok" }));
+    let app = TestApp::with_router(router, limits, Duration::from_secs(5)).await;
+    let busy = {
+        let client = app.client.clone();
+        let url = app.url("/v1/slow?ms=1500");
+        tokio::spawn(async move { client.get(url).send().await.unwrap().status() })
+    };
+    // Until the slow request holds the only slot.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let shed = loop {
+        let response = app.get("/v1/echo").await;
+        if response.status() == 503 {
+            break response;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "never shed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    // Answered while the slot's holder still runs: shed, not queued.
+    assert!(!busy.is_finished());
+    assert_stamped(&shed);
+    assert_eq!(shed.headers().get("stripe-should-retry").unwrap(), "true");
+    let e = error(shed, 503).await;
+    assert_eq!(e["type"], "api_error");
+    assert_eq!(app.get("/livez").await.status(), 200);
+
+    assert_eq!(busy.await.unwrap(), 200);
+    assert_eq!(
+        app.get("/v1/echo").await.status(),
+        200,
+        "the slot is free again"
+    );
 }
 
 #[tokio::test]

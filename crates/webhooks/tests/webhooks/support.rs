@@ -158,7 +158,7 @@ impl World {
         tx.commit().await.unwrap();
     }
 
-    /// Records an event (its deliveries and its outbox announcement) as the
+    /// Records an event (with its deliveries) as the
     /// services do.
     pub async fn event(
         &self,

@@ -430,7 +430,9 @@ async fn no_card_number_or_cvc_reaches_a_database_cache_queue_or_log() {
     );
     // The scan saw real data everywhere, not empty stores.
     assert!(seen.tables >= 20 && seen.rows >= 100, "{seen:?}");
-    assert!(seen.tapped_messages >= 20, "{seen:?}");
+    // A command per payment operation above, request-log batches and the
+    // poison message (events are not announced on the broker).
+    assert!(seen.tapped_messages >= 10, "{seen:?}");
     assert!(seen.dead_letters >= 1, "{seen:?}");
     assert!(seen.redis_keys >= 1, "{seen:?}");
     assert!(seen.log_lines >= 100, "{seen:?}");
