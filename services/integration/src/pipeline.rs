@@ -14,9 +14,13 @@
 //! 3. **Commit a definite answer**: lock the intent, apply the domain
 //!    transition (which checks again that the operation is pending, so two
 //!    racing deliveries commit once), write status, attempt, events, outbox
-//!    commands and ledger lines in one transaction, then wake the API
-//!    instance waiting for it. An unknown answer commits nothing: the
-//!    payment stays in flight and the reconciler asks again later.
+//!    commands and ledger lines in one transaction. An unknown answer
+//!    commits nothing: the payment stays in flight and the reconciler asks
+//!    again later.
+//!
+//! A command from the broker then wakes the API instance waiting for it
+//! (its `reply_to`), whatever the three steps found: a notification or the
+//! reconciler may have committed the outcome first.
 
 use std::sync::Arc;
 
@@ -83,6 +87,13 @@ impl Pipeline {
         let intent_id = PaymentIntentId::parse(&payload.payment_intent)
             .context("command names no valid payment intent")?;
         let reply_to = payload.reply_to.as_deref();
+        let refund = match payload.command {
+            C::Refund { refund, .. }
+            | C::Inquire {
+                operation: OperationRef::Refund { refund },
+            } => Some(refund),
+            _ => None,
+        };
         match payload.command {
             C::Authorize { attempt, .. } | C::Capture { attempt, .. } => {
                 self.drive_intent(
@@ -121,6 +132,13 @@ impl Pipeline {
                 }
             },
         }
+        // Whatever the command found — it committed the outcome, the outcome
+        // was already committed (a processor notification or the reconciler
+        // got there first, and they have no one to wake), or the outcome is
+        // unknown — the request waiting for it is told to look again. A
+        // reply is only a wake-up (a spare one costs a reload); a missing
+        // one costs that client the whole wait.
+        self.reply(reply_to, intent_id, refund).await;
         Ok(())
     }
 
@@ -587,7 +605,6 @@ impl Pipeline {
         .await?;
         if changed {
             tracing::info!(payment.id = %intent_id, payment.attempt = %attempt, "authorization outcome committed");
-            self.reply(reply_to, intent_id, None).await;
         }
         Ok(())
     }
@@ -628,7 +645,6 @@ impl Pipeline {
         .await?;
         if changed {
             tracing::info!(payment.id = %intent_id, "processor outcome committed");
-            self.reply(reply_to, intent_id, None).await;
         }
         Ok(())
     }
@@ -721,7 +737,6 @@ impl Pipeline {
         .await?;
         if changed {
             tracing::info!(refund.id = %refund_id, "refund outcome committed");
-            self.reply(reply_to, intent_id, Some(refund_id)).await;
         }
         Ok(())
     }

@@ -114,6 +114,61 @@ async fn a_redelivered_command_charges_nothing_twice() {
 }
 
 #[tokio::test]
+async fn a_command_whose_outcome_is_already_committed_still_wakes_its_waiting_request() {
+    let pipeline = Pipeline::start().await;
+    let merchant = pipeline.merchant().await;
+    let intent = pipeline
+        .pay(&merchant, "4242424242424242", 1_500, "automatic")
+        .await;
+    let intent_id = id(&intent);
+    assert_eq!(
+        pipeline.settled(&merchant, &intent_id).await["status"],
+        "succeeded"
+    );
+    // As when a processor notification committed the outcome before the
+    // command's own answer came back: the command finds nothing to do, and
+    // the request waiting on the queue it names must still be told.
+    let connection = snakepay_bus::connect(&amqp_url()).await.unwrap();
+    let channel = connection.create_channel().await.unwrap();
+    let queue = snakepay_bus::reply::declare_reply_queue(&channel)
+        .await
+        .unwrap();
+    let mut payload: Value = sqlx::query_scalar(
+        "select payload from outbox where routing_key = 'command.authorize' and payload->>'payment_intent' = $1",
+    )
+    .bind(&intent_id)
+    .fetch_one(pipeline.db.store.shard(merchant.id.shard()).unwrap())
+    .await
+    .unwrap();
+    payload["reply_to"] = Value::from(queue.clone());
+    let command: CommandPayload = serde_json::from_value(payload).unwrap();
+    let handler = pipeline.integration.as_ref().unwrap().pipeline();
+    handler.execute(&command).await.unwrap();
+
+    let deadline = tokio::time::Instant::now() + crate::support::WAIT;
+    let reply = loop {
+        let got = channel
+            .basic_get(
+                snakepay_bus::short(&queue).unwrap(),
+                lapin::options::BasicGetOptions { no_ack: true },
+            )
+            .await
+            .unwrap();
+        if let Some(message) = got {
+            break message;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no reply");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    let envelope = Envelope::parse(&reply.delivery.data).unwrap();
+    let reply = snakepay_bus::reply::OutcomeReply::from_envelope(&envelope).unwrap();
+    assert_eq!(reply.payment_intent, intent_id);
+    assert_eq!(reply.refund, None);
+    let _ = connection.close(200, "done".into()).await;
+    pipeline.finish().await;
+}
+
+#[tokio::test]
 async fn a_processor_timeout_stays_processing_until_the_reconciler_resolves_it_with_one_charge() {
     let pipeline = Pipeline::start().await;
     let merchant = pipeline.merchant().await;
