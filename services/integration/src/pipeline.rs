@@ -87,14 +87,8 @@ impl Pipeline {
         let intent_id = PaymentIntentId::parse(&payload.payment_intent)
             .context("command names no valid payment intent")?;
         let reply_to = payload.reply_to.as_deref();
+        // The refund the command is about, if any: the reply names it.
         let refund = match payload.command {
-            C::Refund { refund, .. }
-            | C::Inquire {
-                operation: OperationRef::Refund { refund },
-            } => Some(refund),
-            _ => None,
-        };
-        match payload.command {
             C::Authorize { attempt, .. } | C::Capture { attempt, .. } => {
                 self.drive_intent(
                     payload.merchant_id,
@@ -104,19 +98,23 @@ impl Pipeline {
                     reply_to,
                 )
                 .await?;
+                None
             }
             C::Void { attempt } => {
                 self.void(payload.merchant_id, intent_id, attempt, reply_to)
                     .await?;
+                None
             }
             C::Refund { refund, .. } => {
                 self.drive_refund(payload.merchant_id, refund, Mode::Send, reply_to)
                     .await?;
+                Some(refund)
             }
             C::Inquire { operation } => match operation {
                 OperationRef::Refund { refund } => {
                     self.drive_refund(payload.merchant_id, refund, Mode::InquireFirst, reply_to)
                         .await?;
+                    Some(refund)
                 }
                 OperationRef::Authorize { attempt }
                 | OperationRef::Capture { attempt }
@@ -129,9 +127,10 @@ impl Pipeline {
                         reply_to,
                     )
                     .await?;
+                    None
                 }
             },
-        }
+        };
         // Whatever the command found — it committed the outcome, the outcome
         // was already committed (a processor notification or the reconciler
         // got there first, and they have no one to wake), or the outcome is

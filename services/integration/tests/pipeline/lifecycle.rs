@@ -175,14 +175,7 @@ async fn cancelling_an_uncaptured_payment_releases_the_authorization() {
 async fn partial_and_full_refunds_complete_and_then_nothing_is_left_to_refund() {
     let pipeline = Pipeline::start().await;
     let merchant = pipeline.merchant().await;
-    let intent = pipeline
-        .pay(&merchant, "4242424242424242", 1_000, "automatic")
-        .await;
-    let intent_id = id(&intent);
-    assert_eq!(
-        pipeline.settled(&merchant, &intent_id).await["status"],
-        "succeeded"
-    );
+    let intent_id = pipeline.succeeded_payment(&merchant, 1_000).await;
 
     let (status, partial) = pipeline
         .post(

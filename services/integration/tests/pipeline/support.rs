@@ -287,6 +287,20 @@ impl Pipeline {
         }
     }
 
+    /// A payment with the 4242 card and automatic capture that succeeded;
+    /// its intent's ID.
+    pub async fn succeeded_payment(&self, merchant: &Merchant, amount: i64) -> String {
+        let intent = self
+            .pay(merchant, "4242424242424242", amount, "automatic")
+            .await;
+        let intent_id = id(&intent);
+        assert_eq!(
+            self.settled(merchant, &intent_id).await["status"],
+            "succeeded"
+        );
+        intent_id
+    }
+
     /// Polls the intent until `done` holds; panics after [`WAIT`].
     pub async fn wait_for_intent(
         &self,
