@@ -144,8 +144,13 @@ pub struct SealedCard {
     pub cvc: Option<SealedColumns>,
 }
 
-const SEALED_CARD_COLUMNS: &str = "m.id, m.exp_month, m.exp_year, m.pan_key_id, m.pan_wrapped_key,
-     m.pan_ciphertext, m.cvc_key_id, m.cvc_wrapped_key, m.cvc_ciphertext";
+/// A sealed card's columns of `payment_methods m`, named apart from any
+/// other table's so that they can sit next to an intent's in one row.
+pub(crate) const SEALED_CARD_COLUMNS: &str = "m.id as card_method_id, m.exp_month as card_exp_month,
+     m.exp_year as card_exp_year, m.pan_key_id as card_pan_key_id,
+     m.pan_wrapped_key as card_pan_wrapped_key, m.pan_ciphertext as card_pan_ciphertext,
+     m.cvc_key_id as card_cvc_key_id, m.cvc_wrapped_key as card_cvc_wrapped_key,
+     m.cvc_ciphertext as card_cvc_ciphertext";
 
 pub async fn sealed_card(
     executor: impl PgExecutor<'_>,
@@ -160,9 +165,9 @@ pub async fn sealed_card(
     row.as_ref().map(sealed_card_from_row).transpose()
 }
 
-/// The sealed card an attempt authorizes with, and its payment method, in
-/// one round trip (the integration service's read before every
-/// authorization).
+/// The sealed card an attempt authorizes with, and its payment method (the
+/// integration service's read before an authorization whose card did not
+/// come with the intent, see [`crate::intents::load_by_id_with_card`]).
 pub async fn sealed_card_of_attempt(
     executor: impl PgExecutor<'_>,
     attempt: AttemptId,
@@ -174,19 +179,31 @@ pub async fn sealed_card_of_attempt(
     .bind(attempt.to_string())
     .fetch_optional(executor)
     .await?;
-    row.as_ref()
-        .map(|row| {
-            let method = PaymentMethodId::parse(&row.try_get::<String, _>("id")?)?;
-            Ok((method, sealed_card_from_row(row)?))
-        })
-        .transpose()
+    match row {
+        Some(row) => card_from_row(&row),
+        None => Ok(None),
+    }
+}
+
+/// The card of a row with [`SEALED_CARD_COLUMNS`]; `None` when they are
+/// null (an outer join found no card).
+pub(crate) fn card_from_row(
+    row: &sqlx::postgres::PgRow,
+) -> anyhow::Result<Option<(PaymentMethodId, SealedCard)>> {
+    let Some(method) = row.try_get::<Option<String>, _>("card_method_id")? else {
+        return Ok(None);
+    };
+    Ok(Some((
+        PaymentMethodId::parse(&method)?,
+        sealed_card_from_row(row)?,
+    )))
 }
 
 fn sealed_card_from_row(row: &sqlx::postgres::PgRow) -> anyhow::Result<SealedCard> {
     let cvc = match (
-        row.try_get::<Option<String>, _>("cvc_key_id")?,
-        row.try_get::<Option<Vec<u8>>, _>("cvc_wrapped_key")?,
-        row.try_get::<Option<Vec<u8>>, _>("cvc_ciphertext")?,
+        row.try_get::<Option<String>, _>("card_cvc_key_id")?,
+        row.try_get::<Option<Vec<u8>>, _>("card_cvc_wrapped_key")?,
+        row.try_get::<Option<Vec<u8>>, _>("card_cvc_ciphertext")?,
     ) {
         (Some(key_id), Some(wrapped_key), Some(ciphertext)) => Some(SealedColumns {
             key_id,
@@ -196,12 +213,12 @@ fn sealed_card_from_row(row: &sqlx::postgres::PgRow) -> anyhow::Result<SealedCar
         _ => None,
     };
     Ok(SealedCard {
-        exp_month: row.try_get("exp_month")?,
-        exp_year: row.try_get("exp_year")?,
+        exp_month: row.try_get("card_exp_month")?,
+        exp_year: row.try_get("card_exp_year")?,
         pan: SealedColumns {
-            key_id: row.try_get("pan_key_id")?,
-            wrapped_key: row.try_get("pan_wrapped_key")?,
-            ciphertext: row.try_get("pan_ciphertext")?,
+            key_id: row.try_get("card_pan_key_id")?,
+            wrapped_key: row.try_get("card_pan_wrapped_key")?,
+            ciphertext: row.try_get("card_pan_ciphertext")?,
         },
         cvc,
     })

@@ -1,11 +1,19 @@
 //! Stripe-style idempotency keys (API.md), on the merchant's shard.
 //!
-//! A request claims its key atomically before it executes. Its response is
-//! stored in the same transaction as the state change it reports
-//! ([`complete`]), so a key never says "done" for a change that rolled back,
-//! and a change never commits without its replayable response. A request that
-//! died before committing leaves the key locked; after [`LOCK_TIMEOUT_SECONDS`]
-//! a retry may take it over, which is safe because nothing was committed.
+//! A request claims its key with the first statement of the transaction
+//! that makes its change ([`claim`]), and stores its response in that same
+//! transaction ([`complete`]). So a key never says "done" for a change that
+//! rolled back, a change never commits without its replayable response, and
+//! a request that dies leaves nothing behind: its claim rolls back with it.
+//! Claiming inside the transaction also spares every keyed POST a commit of
+//! its own (docs/performance.md).
+//!
+//! Two requests with one key: the second one's claim waits on the first
+//! one's uncommitted row (PostgreSQL's unique index), for the milliseconds
+//! the first transaction takes, and then replays its answer; a different
+//! request under the key is refused. Rows that an earlier version committed
+//! as bare claims (`locked_at` set, no response) still answer 409 while
+//! fresh, and may be taken over after [`LOCK_TIMEOUT_SECONDS`].
 //!
 //! Work that waits for an outside party runs in two phases (Brandur Leach,
 //! "Implementing Stripe-like Idempotency Keys in Postgres"): phase 1 commits
@@ -16,11 +24,12 @@
 //! which a replay returns and which is still true.
 
 use snakepay_domain::ids::MerchantId;
-use sqlx::{PgPool, Postgres, Transaction};
+use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 
-/// How long a claimed key without a response blocks retries (409) before a
-/// retry may take it over. Longer than the API's request timeout, so a
-/// request still running is never overtaken.
+/// How long a bare claim without a response (left by an earlier version,
+/// which committed claims on their own) blocks retries (409) before a retry
+/// may take it over. Longer than the API's request timeout, so a request
+/// still running is never overtaken.
 pub const LOCK_TIMEOUT_SECONDS: i64 = 90;
 
 /// How long keys are kept: at least 24 hours (API.md), with a margin.
@@ -51,14 +60,22 @@ pub enum ClaimOutcome {
     Replay(StoredResponse),
     /// The key was used for a different request.
     Mismatch,
-    /// The first request with this key is still running.
+    /// A bare claim that an earlier version committed holds the key, and
+    /// its request may still be running.
     InUse,
 }
 
-type ExistingRow = (String, Option<i32>, Option<Vec<u8>>, String, bool);
-
-pub async fn claim(pool: &PgPool, claim: &Claim<'_>) -> Result<ClaimOutcome, sqlx::Error> {
+/// Claims the key as the first statement of the caller's write transaction
+/// `tx`. `Claimed`: the caller executes and [`complete`]s in `tx`. Anything
+/// else: the caller rolls `tx` back and answers with what it says.
+pub async fn claim(
+    tx: &mut Transaction<'_, Postgres>,
+    claim: &Claim<'_>,
+) -> Result<ClaimOutcome, sqlx::Error> {
     let merchant = claim.merchant_id.to_string();
+    // A row that another open transaction inserted makes this wait until
+    // that transaction ends: then it conflicts (committed) or inserts
+    // (rolled back).
     let inserted: Option<i32> = sqlx::query_scalar(
         "insert into idempotency_keys (merchant_id, livemode, key, fingerprint, request_id, locked_at)
          values ($1, $2, $3, $4, $5, now())
@@ -69,37 +86,23 @@ pub async fn claim(pool: &PgPool, claim: &Claim<'_>) -> Result<ClaimOutcome, sql
     .bind(claim.key)
     .bind(claim.fingerprint)
     .bind(claim.request_id)
-    .fetch_optional(pool)
+    .fetch_optional(&mut **tx)
     .await?;
     if inserted.is_some() {
         return Ok(ClaimOutcome::Claimed);
     }
-    let existing: Option<ExistingRow> = sqlx::query_as(
-        "select fingerprint, response_status, response_body, request_id,
-                locked_at is not null and locked_at < now() - make_interval(secs => $4)
-         from idempotency_keys where merchant_id = $1 and livemode = $2 and key = $3",
-    )
-    .bind(&merchant)
-    .bind(claim.livemode)
-    .bind(claim.key)
-    .bind(LOCK_TIMEOUT_SECONDS as f64)
-    .fetch_optional(pool)
-    .await?;
-    let Some((fingerprint, status, body, request_id, stale)) = existing else {
+    let Some(existing) = existing(tx, claim).await? else {
         // Reaped between the two statements: claim afresh.
-        return Box::pin(self::claim(pool, claim)).await;
+        return Box::pin(self::claim(tx, claim)).await;
     };
-    if fingerprint != claim.fingerprint {
+    if existing.fingerprint != claim.fingerprint {
         return Ok(ClaimOutcome::Mismatch);
     }
-    if let (Some(status), Some(body)) = (status, body) {
-        return Ok(ClaimOutcome::Replay(StoredResponse {
-            status: u16::try_from(status).unwrap_or(500),
-            body,
-            request_id,
-        }));
+    if let Some(stored) = existing.response {
+        return Ok(ClaimOutcome::Replay(stored));
     }
-    if stale {
+    if existing.stale {
+        // An earlier version's abandoned claim: take it over, in `tx` too.
         let taken: Option<i32> = sqlx::query_scalar(
             "update idempotency_keys set locked_at = now(), request_id = $4
              where merchant_id = $1 and livemode = $2 and key = $3 and response_status is null
@@ -111,7 +114,7 @@ pub async fn claim(pool: &PgPool, claim: &Claim<'_>) -> Result<ClaimOutcome, sql
         .bind(claim.key)
         .bind(claim.request_id)
         .bind(LOCK_TIMEOUT_SECONDS as f64)
-        .fetch_optional(pool)
+        .fetch_optional(&mut **tx)
         .await?;
         if taken.is_some() {
             return Ok(ClaimOutcome::Claimed);
@@ -120,16 +123,16 @@ pub async fn claim(pool: &PgPool, claim: &Claim<'_>) -> Result<ClaimOutcome, sql
     Ok(ClaimOutcome::InUse)
 }
 
-/// The request no longer owns the key: another request took it over after
-/// the lock timed out, or a response is already stored (an earlier commit
-/// that the caller saw fail). The caller must not commit its change.
+/// The request does not hold the key: its claim was not `Claimed` in this
+/// transaction, or a response is already stored. The caller must not commit
+/// its change.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("the idempotency key is no longer held by this request")]
 pub struct KeyNotHeld;
 
-/// Stores the response in the caller's transaction (with the state change).
-/// Fenced: it succeeds only while `request_id` still holds the key and no
-/// response is stored, so a request that lost its claim rolls back.
+/// Stores the response in the caller's transaction (with the state change),
+/// the one that [`claim`]ed the key. Fenced: it succeeds only while
+/// `request_id` holds the key and no response is stored.
 pub async fn complete(
     tx: &mut Transaction<'_, Postgres>,
     owner: &Claim<'_>,
@@ -161,74 +164,97 @@ pub async fn complete(
 pub enum AfterFailure {
     /// The failure response was stored under the key.
     Stored,
-    /// A response was already stored (the change did commit): replay it.
+    /// Another request with the key committed its answer first: replay it.
     Replay(StoredResponse),
-    /// Another request holds the key now.
+    /// Another request, with other parameters, used the key meanwhile.
+    Mismatch,
+    /// An earlier version's bare claim holds the key.
     NotHeld,
 }
 
 /// Stores the response of a request that changed nothing (an error found
-/// after execution began), unless the key already has an answer.
+/// after execution began, its transaction rolled back, the claim with it):
+/// the key and its answer in a commit of their own, unless another request
+/// with the key committed first.
 pub async fn complete_unchanged(
     pool: &PgPool,
     owner: &Claim<'_>,
     status: u16,
     body: &[u8],
-) -> anyhow::Result<AfterFailure> {
-    let mut tx = pool.begin().await?;
-    match complete(&mut tx, owner, status, body).await {
-        Ok(()) => {
-            tx.commit().await?;
-            Ok(AfterFailure::Stored)
-        }
-        Err(error) if error.is::<KeyNotHeld>() => {
-            drop(tx);
-            Ok(match stored_response(pool, owner).await? {
-                Some(stored) => AfterFailure::Replay(stored),
-                None => AfterFailure::NotHeld,
-            })
-        }
-        Err(error) => Err(error),
-    }
-}
-
-/// Gives the key up without an answer: for failures before anything was
-/// executed (no transaction could even start), so a retry may execute.
-pub async fn release(pool: &PgPool, owner: &Claim<'_>) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "delete from idempotency_keys
-         where merchant_id = $1 and livemode = $2 and key = $3 and request_id = $4 and response_status is null",
+) -> Result<AfterFailure, sqlx::Error> {
+    let inserted: Option<i32> = sqlx::query_scalar(
+        "insert into idempotency_keys
+             (merchant_id, livemode, key, fingerprint, request_id, recovery_point,
+              response_status, response_body)
+         values ($1, $2, $3, $4, $5, 'finished', $6, $7)
+         on conflict do nothing returning 1",
     )
     .bind(owner.merchant_id.to_string())
     .bind(owner.livemode)
     .bind(owner.key)
+    .bind(owner.fingerprint)
     .bind(owner.request_id)
-    .execute(pool)
-    .await?;
-    Ok(())
-}
-
-async fn stored_response(
-    pool: &PgPool,
-    owner: &Claim<'_>,
-) -> Result<Option<StoredResponse>, sqlx::Error> {
-    let row: Option<(Option<i32>, Option<Vec<u8>>, String)> = sqlx::query_as(
-        "select response_status, response_body, request_id from idempotency_keys
-         where merchant_id = $1 and livemode = $2 and key = $3",
-    )
-    .bind(owner.merchant_id.to_string())
-    .bind(owner.livemode)
-    .bind(owner.key)
+    .bind(i32::from(status))
+    .bind(body)
     .fetch_optional(pool)
     .await?;
-    Ok(match row {
-        Some((Some(status), Some(body), request_id)) => Some(StoredResponse {
-            status: u16::try_from(status).unwrap_or(500),
-            body,
-            request_id,
-        }),
-        _ => None,
+    if inserted.is_some() {
+        return Ok(AfterFailure::Stored);
+    }
+    let mut conn = pool.acquire().await?;
+    Ok(match existing(&mut conn, owner).await? {
+        // Reaped meanwhile: store afresh.
+        None => return Box::pin(complete_unchanged(pool, owner, status, body)).await,
+        Some(existing) if existing.fingerprint != owner.fingerprint => AfterFailure::Mismatch,
+        Some(Existing {
+            response: Some(stored),
+            ..
+        }) => AfterFailure::Replay(stored),
+        Some(_) => AfterFailure::NotHeld,
     })
+}
+
+/// fingerprint, response status and body, request id, stale.
+type ExistingRow = (String, Option<i32>, Option<Vec<u8>>, String, bool);
+
+/// A key's row as another request left it.
+struct Existing {
+    fingerprint: String,
+    response: Option<StoredResponse>,
+    /// A bare claim (no response) older than [`LOCK_TIMEOUT_SECONDS`].
+    stale: bool,
+}
+
+async fn existing(
+    conn: &mut PgConnection,
+    key: &Claim<'_>,
+) -> Result<Option<Existing>, sqlx::Error> {
+    let row: Option<ExistingRow> = sqlx::query_as(
+        "select fingerprint, response_status, response_body, request_id,
+                locked_at is not null and locked_at < now() - make_interval(secs => $4)
+         from idempotency_keys where merchant_id = $1 and livemode = $2 and key = $3",
+    )
+    .bind(key.merchant_id.to_string())
+    .bind(key.livemode)
+    .bind(key.key)
+    .bind(LOCK_TIMEOUT_SECONDS as f64)
+    .fetch_optional(conn)
+    .await?;
+    Ok(row.map(|(fingerprint, status, body, request_id, stale)| {
+        let response = match (status, body) {
+            (Some(status), Some(body)) => Some(StoredResponse {
+                status: u16::try_from(status).unwrap_or(500),
+                body,
+                request_id,
+            }),
+            _ => None,
+        };
+        Existing {
+            fingerprint,
+            response,
+            stale,
+        }
+    }))
 }
 
 /// A response as stored under a key: what phase 1 stored, or what phase 2

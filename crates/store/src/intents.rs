@@ -531,6 +531,34 @@ pub async fn stale_in_flight(
     rows.iter().map(record_from_row).collect()
 }
 
+/// An intent by ID with the sealed card of its attempt `attempt`, in one
+/// round trip: what the integration service reads before it acts on a
+/// command. The card is `None` when `attempt` is not this intent's or has
+/// no card.
+pub async fn load_by_id_with_card(
+    pool: &PgPool,
+    id: PaymentIntentId,
+    attempt: AttemptId,
+) -> anyhow::Result<Option<(IntentRecord, Option<(PaymentMethodId, crate::attempts::SealedCard)>)>> {
+    let row = sqlx::query(&format!(
+        "select {COLUMNS}, card.* from payment_intents i
+         left join lateral (
+             select {SEALED_CARD_COLUMNS} from payment_attempts a
+             join payment_methods m on m.id = a.payment_method_id
+             where a.id = $2 and a.payment_intent_id = i.id
+         ) card on true
+         where i.id = $1",
+        SEALED_CARD_COLUMNS = crate::attempts::SEALED_CARD_COLUMNS,
+    ))
+    .bind(id.to_string())
+    .bind(attempt.to_string())
+    .fetch_optional(pool)
+    .await?;
+    row.as_ref()
+        .map(|row| Ok((record_from_row(row)?, crate::attempts::card_from_row(row)?)))
+        .transpose()
+}
+
 /// An intent by ID alone, for the integration service acting on a
 /// processor notification (which names the attempt, not the merchant).
 pub async fn load_by_id(

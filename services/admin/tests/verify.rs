@@ -991,11 +991,11 @@ async fn two_intents_created_under_one_idempotency_key_are_reported() {
         fingerprint: "fingerprint",
         request_id: "req_twice",
     };
+    let mut tx = pool.begin().await.unwrap();
     assert_eq!(
-        idempotency::claim(pool, &claim).await.unwrap(),
+        idempotency::claim(&mut tx, &claim).await.unwrap(),
         idempotency::ClaimOutcome::Claimed
     );
-    let mut tx = pool.begin().await.unwrap();
     let first = region
         .create_intent_in(&mut tx, 1_000, CaptureMethod::Automatic, "req_twice")
         .await;
@@ -1014,8 +1014,8 @@ async fn two_intents_created_under_one_idempotency_key_are_reported() {
         request_id: "req_once",
         ..claim.clone()
     };
-    idempotency::claim(pool, &single).await.unwrap();
     let mut tx = pool.begin().await.unwrap();
+    idempotency::claim(&mut tx, &single).await.unwrap();
     let once = region
         .create_intent_in(&mut tx, 1_000, CaptureMethod::Automatic, "req_once")
         .await;

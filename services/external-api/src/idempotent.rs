@@ -1,9 +1,9 @@
 //! Executing a POST under Stripe's idempotency rules (API.md).
 //!
 //! Authentication and parameter validation happen before this (their
-//! failures are not stored). Then the key is claimed; the work runs in one
-//! shard transaction that also stores the response; errors found after the
-//! claim are stored too; replays are byte for byte.
+//! failures are not stored). Then one shard transaction claims the key,
+//! runs the work and stores the response; errors found after the claim are
+//! stored too; replays are byte for byte.
 //!
 //! A change that leaves its object at the processor may be followed by a
 //! second phase ([`execute_phased`], then [`answer_after_wait`]): the
@@ -68,7 +68,8 @@ pub struct Executed {
 pub enum WorkError {
     Api(ApiError),
     Internal(anyhow::Error),
-    /// No transaction could start: nothing was executed.
+    /// No transaction could start, or it could not claim the key: nothing
+    /// was executed.
     Unavailable(sqlx::Error),
 }
 
@@ -198,6 +199,27 @@ where
     execute_phased(state, &request, work).await.response
 }
 
+/// What the write transaction did under the key.
+enum Written {
+    /// Claimed the key, executed and committed.
+    Executed(Reply),
+    /// Found the key answered or held elsewhere: executed nothing.
+    Answered(ClaimOutcome),
+}
+
+/// The answer to a request whose key was not this request's to execute.
+fn answer_without_executing(outcome: ClaimOutcome, key: Option<&str>) -> Response {
+    let key = key.unwrap_or_default();
+    match outcome {
+        ClaimOutcome::Replay(stored) => replay(stored, key),
+        ClaimOutcome::Mismatch => ApiError::idempotency_mismatch(key).into_response(),
+        // (`Claimed` executes and never comes here.)
+        ClaimOutcome::InUse | ClaimOutcome::Claimed => {
+            ApiError::idempotency_in_use(key).into_response()
+        }
+    }
+}
+
 /// [`execute`], telling the caller whether its committed change is in
 /// flight, so it may wait for the outcome and [`answer_after_wait`].
 pub async fn execute_phased<W, Fut>(state: &AppState, request: &Request<'_>, work: W) -> Executed
@@ -215,33 +237,31 @@ where
         Err(error) => return done(error.into_response()),
     };
     let claim = request.claim();
-    if let Some(claim) = &claim {
-        match idempotency::claim(pool, claim).await {
-            Ok(ClaimOutcome::Claimed) => {}
-            Ok(ClaimOutcome::Replay(stored)) => return done(replay(stored, claim.key)),
-            Ok(ClaimOutcome::Mismatch) => {
-                return done(ApiError::idempotency_mismatch(claim.key).into_response());
-            }
-            Ok(ClaimOutcome::InUse) => {
-                return done(ApiError::idempotency_in_use(claim.key).into_response());
-            }
-            Err(error) => return done(ApiError::internal(&error.into()).into_response()),
-        }
-    }
-
     let result = retry::transaction("write payment state", || async {
-        let tx = pool.begin().await.map_err(WorkError::Unavailable)?;
+        let mut tx = pool.begin().await.map_err(WorkError::Unavailable)?;
+        if let Some(claim) = &claim {
+            // A failed claim executed nothing: the client may retry.
+            let claimed = idempotency::claim(&mut tx, claim).await;
+            match claimed.map_err(WorkError::Unavailable)? {
+                ClaimOutcome::Claimed => {}
+                // Rolled back: nothing was written under the key.
+                answered => return Ok(Written::Answered(answered)),
+            }
+        }
         let (mut tx, reply) = work(tx).await?;
         if let Some(claim) = &claim {
             idempotency::complete(&mut tx, claim, reply.status.as_u16(), &reply.body).await?;
         }
         tx.commit().await?;
-        Ok::<Reply, WorkError>(reply)
+        Ok::<Written, WorkError>(Written::Executed(reply))
     })
     .await;
 
     let failure = match result {
-        Ok(reply) => {
+        Ok(Written::Answered(answered)) => {
+            return done(answer_without_executing(answered, request.idempotency_key));
+        }
+        Ok(Written::Executed(reply)) => {
             let response = with_key(
                 respond(reply.status, reply.body.clone()),
                 request.idempotency_key,
@@ -315,11 +335,9 @@ async fn after_failure(pool: &PgPool, claim: Option<&Claim<'_>>, failure: WorkEr
         return failure_response(failure);
     };
     if let WorkError::Unavailable(error) = &failure {
-        // Nothing ran: give the key up so that the client's retry executes.
-        if let Err(release_error) = idempotency::release(pool, claim).await {
-            tracing::warn!(error = %release_error, "could not release an idempotency key");
-        }
-        tracing::warn!(error = %error, "no database transaction could start");
+        // Nothing ran, and the claim (if any) rolled back: the client's
+        // retry executes.
+        tracing::warn!(error = %error, "no database transaction could start or claim its key");
         return with_key(failure_response(failure), Some(claim.key));
     }
     let error = match failure {
@@ -343,6 +361,7 @@ async fn after_failure(pool: &PgPool, claim: Option<&Claim<'_>>, failure: WorkEr
         // The change did commit (the commit's answer was lost): its stored
         // response is the truth, never the error we saw.
         Ok(AfterFailure::Replay(stored)) => replay(stored, claim.key),
+        Ok(AfterFailure::Mismatch) => ApiError::idempotency_mismatch(claim.key).into_response(),
         Ok(AfterFailure::NotHeld) => ApiError::idempotency_in_use(claim.key).into_response(),
         Err(store_error) => {
             // The key stays locked and is taken over after the lock timeout;

@@ -28,13 +28,13 @@ use anyhow::Context;
 use snakepay_bus::Publisher;
 use snakepay_bus::reply::{OutcomeReply, send_reply};
 use snakepay_domain::Money;
-use snakepay_domain::ids::{AttemptId, MerchantId, PaymentIntentId, RefundId};
+use snakepay_domain::ids::{AttemptId, MerchantId, PaymentIntentId, PaymentMethodId, RefundId};
 use snakepay_domain::payment_intent::{
     self, AuthorizationOutcome, CardErrorCode, IntentCommand, NextAction, PaymentError,
     PaymentIntentStatus, PendingOperation, ProcessorOutcome,
 };
 use snakepay_domain::refund;
-use snakepay_store::attempts::{self, AttemptStatus};
+use snakepay_store::attempts::{self, AttemptStatus, SealedCard};
 use snakepay_store::effects::{self, EffectContext};
 use snakepay_store::events::EventSource;
 use snakepay_store::intents::{self, IntentRecord};
@@ -159,7 +159,15 @@ impl Pipeline {
         reply_to: Option<&str>,
     ) -> anyhow::Result<()> {
         let pool = self.pool(merchant)?;
-        let Some(record) = intents::load_by_id(pool, intent_id).await? else {
+        // A command names its attempt: its card comes with the intent, in
+        // one round trip, for the authorization it most likely is.
+        let loaded = match attempt {
+            Some(attempt) => intents::load_by_id_with_card(pool, intent_id, attempt).await?,
+            None => intents::load_by_id(pool, intent_id)
+                .await?
+                .map(|record| (record, None)),
+        };
+        let Some((record, card)) = loaded else {
             tracing::warn!(payment.id = %intent_id, "command for an unknown payment intent");
             return Ok(());
         };
@@ -185,7 +193,7 @@ impl Pipeline {
                 let answer = if record.intent.status == PaymentIntentStatus::RequiresAction {
                     self.authentication_result(pool, attempt).await
                 } else {
-                    self.obtain_authorization(pool, &record, attempt, capture, mode)
+                    self.obtain_authorization(pool, &record, attempt, capture, mode, card)
                         .await
                 };
                 let Some(answer) = settled(answer, intent_id) else {
@@ -246,9 +254,10 @@ impl Pipeline {
         attempt: AttemptId,
         capture: bool,
         mode: Mode,
+        sealed: Option<(PaymentMethodId, SealedCard)>,
     ) -> CallResult<Authorization> {
         let key = keys::authorize(attempt);
-        let card = self.card_for(pool, attempt).await.map_err(|e| {
+        let card = self.card_for(pool, attempt, sealed).await.map_err(|e| {
             // Nothing was sent; the payment stays in flight. An operator must
             // look: the key ring or the stored card is broken.
             tracing::error!(payment.attempt = %attempt, error = %format!("{e:#}"), "cannot open the card for an authorization");
@@ -299,12 +308,21 @@ impl Pipeline {
             .await
     }
 
-    /// Opens the attempt's card: only here, and only for the call.
-    /// Every opening is audited, whatever its outcome.
-    async fn card_for(&self, pool: &PgPool, attempt: AttemptId) -> anyhow::Result<CardDetails> {
-        let (payment_method, sealed) = attempts::sealed_card_of_attempt(pool, attempt)
-            .await?
-            .context("attempt or its payment method not found")?;
+    /// Opens the attempt's card (`sealed`, or read now if it did not come
+    /// with the intent): only here, and only for the call. Every opening is
+    /// audited, whatever its outcome.
+    async fn card_for(
+        &self,
+        pool: &PgPool,
+        attempt: AttemptId,
+        sealed: Option<(PaymentMethodId, SealedCard)>,
+    ) -> anyhow::Result<CardDetails> {
+        let (payment_method, sealed) = match sealed {
+            Some(card) => card,
+            None => attempts::sealed_card_of_attempt(pool, attempt)
+                .await?
+                .context("attempt or its payment method not found")?,
+        };
         let opened = self.open_card(payment_method, &sealed);
         self.audit.record(snakepay_store::audit::Event {
             actor: snakepay_store::audit::Actor {
@@ -326,8 +344,8 @@ impl Pipeline {
 
     fn open_card(
         &self,
-        payment_method: snakepay_domain::ids::PaymentMethodId,
-        sealed: &attempts::SealedCard,
+        payment_method: PaymentMethodId,
+        sealed: &SealedCard,
     ) -> anyhow::Result<CardDetails> {
         let aad = payment_method.to_string();
         let open = |columns: &snakepay_store::intents::SealedColumns| {

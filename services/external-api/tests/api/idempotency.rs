@@ -208,7 +208,8 @@ async fn an_abandoned_claim_blocks_retries_only_until_its_lock_expires() {
     let m = api.merchant().await;
     let shard = api.db.store.shard(m.id.shard()).unwrap();
     let fingerprint_of_a_crashed_request: String = {
-        // Claim the key as a request that died mid-way would have left it.
+        // Leave the key as an earlier version's request that died mid-way
+        // left it: claimed in a commit of its own, without a response.
         api.post(&m.secret_key, "/v1/payment_intents", CREATE, Some("crash"))
             .await;
         sqlx::query_scalar("select fingerprint from idempotency_keys where key = 'crash'")
