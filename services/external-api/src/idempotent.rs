@@ -364,8 +364,8 @@ async fn after_failure(pool: &PgPool, claim: Option<&Claim<'_>>, failure: WorkEr
         Ok(AfterFailure::Mismatch) => ApiError::idempotency_mismatch(claim.key).into_response(),
         Ok(AfterFailure::NotHeld) => ApiError::idempotency_in_use(claim.key).into_response(),
         Err(store_error) => {
-            // The key stays locked and is taken over after the lock timeout;
-            // nothing was committed under it, so that is safe.
+            // Nothing is stored under the key (the change rolled back with
+            // its claim): a retry executes afresh, which is safe.
             tracing::error!(error = %store_error, "could not store an idempotent error response");
             with_key(error.into_response(), Some(claim.key))
         }
