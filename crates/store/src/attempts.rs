@@ -146,7 +146,8 @@ pub struct SealedCard {
 
 /// A sealed card's columns of `payment_methods m`, named apart from any
 /// other table's so that they can sit next to an intent's in one row.
-pub(crate) const SEALED_CARD_COLUMNS: &str = "m.id as card_method_id, m.exp_month as card_exp_month,
+pub(crate) const SEALED_CARD_COLUMNS: &str =
+    "m.id as card_method_id, m.exp_month as card_exp_month,
      m.exp_year as card_exp_year, m.pan_key_id as card_pan_key_id,
      m.pan_wrapped_key as card_pan_wrapped_key, m.pan_ciphertext as card_pan_ciphertext,
      m.cvc_key_id as card_cvc_key_id, m.cvc_wrapped_key as card_cvc_wrapped_key,

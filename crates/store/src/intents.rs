@@ -531,6 +531,9 @@ pub async fn stale_in_flight(
     rows.iter().map(record_from_row).collect()
 }
 
+/// An attempt's payment method and its sealed card.
+pub type AttemptCard = (PaymentMethodId, crate::attempts::SealedCard);
+
 /// An intent by ID with the sealed card of its attempt `attempt`, in one
 /// round trip: what the integration service reads before it acts on a
 /// command. The card is `None` when `attempt` is not this intent's or has
@@ -539,7 +542,7 @@ pub async fn load_by_id_with_card(
     pool: &PgPool,
     id: PaymentIntentId,
     attempt: AttemptId,
-) -> anyhow::Result<Option<(IntentRecord, Option<(PaymentMethodId, crate::attempts::SealedCard)>)>> {
+) -> anyhow::Result<Option<(IntentRecord, Option<AttemptCard>)>> {
     let row = sqlx::query(&format!(
         "select {COLUMNS}, card.* from payment_intents i
          left join lateral (

@@ -23,7 +23,10 @@ fn claim<'a>(merchant: MerchantId, request_id: &'a str) -> Claim<'a> {
 }
 
 /// Claims `claim` in a transaction of its own, left open.
-async fn claimed(pool: &sqlx::PgPool, claim: &Claim<'_>) -> sqlx::Transaction<'static, sqlx::Postgres> {
+async fn claimed(
+    pool: &sqlx::PgPool,
+    claim: &Claim<'_>,
+) -> sqlx::Transaction<'static, sqlx::Postgres> {
     let mut tx = pool.begin().await.unwrap();
     assert_eq!(
         idempotency::claim(&mut tx, claim).await.unwrap(),
@@ -60,7 +63,11 @@ async fn a_claim_lives_and_dies_with_its_transaction() {
     tx.commit().await.unwrap();
     match claim_once(pool, &claim(merchant, "req_replay")).await {
         ClaimOutcome::Replay(stored) => assert_eq!(
-            (stored.status, stored.body.as_slice(), stored.request_id.as_str()),
+            (
+                stored.status,
+                stored.body.as_slice(),
+                stored.request_id.as_str()
+            ),
             (200, b"retried".as_slice(), "req_retry")
         ),
         other => panic!("{other:?}"),
@@ -98,7 +105,11 @@ async fn a_second_claim_waits_for_the_first_transaction_and_then_replays_or_refu
     first.commit().await.unwrap();
     match same.await.unwrap() {
         ClaimOutcome::Replay(stored) => assert_eq!(
-            (stored.status, stored.body.as_slice(), stored.request_id.as_str()),
+            (
+                stored.status,
+                stored.body.as_slice(),
+                stored.request_id.as_str()
+            ),
             (200, b"first".as_slice(), "req_first")
         ),
         outcome => panic!("{outcome:?}"),
@@ -162,7 +173,11 @@ async fn an_error_after_a_rollback_is_stored_unless_another_request_answered_fir
     );
     match claim_once(pool, &claim(merchant, "req_b")).await {
         ClaimOutcome::Replay(stored) => assert_eq!(
-            (stored.status, stored.body.as_slice(), stored.request_id.as_str()),
+            (
+                stored.status,
+                stored.body.as_slice(),
+                stored.request_id.as_str()
+            ),
             (400, b"invalid".as_slice(), "req_a")
         ),
         other => panic!("{other:?}"),
