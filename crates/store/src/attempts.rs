@@ -144,6 +144,9 @@ pub struct SealedCard {
     pub cvc: Option<SealedColumns>,
 }
 
+/// An attempt's payment method and its sealed card.
+pub type AttemptCard = (PaymentMethodId, SealedCard);
+
 /// A sealed card's columns of `payment_methods m`, named apart from any
 /// other table's so that they can sit next to an intent's in one row.
 pub(crate) const SEALED_CARD_COLUMNS: &str =
@@ -172,7 +175,7 @@ pub async fn sealed_card(
 pub async fn sealed_card_of_attempt(
     executor: impl PgExecutor<'_>,
     attempt: AttemptId,
-) -> anyhow::Result<Option<(PaymentMethodId, SealedCard)>> {
+) -> anyhow::Result<Option<AttemptCard>> {
     let row = sqlx::query(&format!(
         "select {SEALED_CARD_COLUMNS} from payment_attempts a
          join payment_methods m on m.id = a.payment_method_id where a.id = $1"
@@ -188,9 +191,7 @@ pub async fn sealed_card_of_attempt(
 
 /// The card of a row with [`SEALED_CARD_COLUMNS`]; `None` when they are
 /// null (an outer join found no card).
-pub(crate) fn card_from_row(
-    row: &sqlx::postgres::PgRow,
-) -> anyhow::Result<Option<(PaymentMethodId, SealedCard)>> {
+pub(crate) fn card_from_row(row: &sqlx::postgres::PgRow) -> anyhow::Result<Option<AttemptCard>> {
     let Some(method) = row.try_get::<Option<String>, _>("card_method_id")? else {
         return Ok(None);
     };

@@ -531,24 +531,21 @@ pub async fn stale_in_flight(
     rows.iter().map(record_from_row).collect()
 }
 
-/// An attempt's payment method and its sealed card.
-pub type AttemptCard = (PaymentMethodId, crate::attempts::SealedCard);
-
 /// An intent by ID with the sealed card of its attempt `attempt`, in one
 /// round trip: what the integration service reads before it acts on a
-/// command. The card is `None` when `attempt` is not this intent's or has
-/// no card.
+/// command. The card is `None` when `attempt` is not this intent's, has no
+/// card, or is past its authorization (a capture needs no card).
 pub async fn load_by_id_with_card(
     pool: &PgPool,
     id: PaymentIntentId,
     attempt: AttemptId,
-) -> anyhow::Result<Option<(IntentRecord, Option<AttemptCard>)>> {
+) -> anyhow::Result<Option<(IntentRecord, Option<crate::attempts::AttemptCard>)>> {
     let row = sqlx::query(&format!(
         "select {COLUMNS}, card.* from payment_intents i
          left join lateral (
              select {SEALED_CARD_COLUMNS} from payment_attempts a
              join payment_methods m on m.id = a.payment_method_id
-             where a.id = $2 and a.payment_intent_id = i.id
+             where a.id = $2 and a.payment_intent_id = i.id and a.status = 'pending'
          ) card on true
          where i.id = $1",
         SEALED_CARD_COLUMNS = crate::attempts::SEALED_CARD_COLUMNS,

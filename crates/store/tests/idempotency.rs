@@ -9,7 +9,7 @@
 )]
 
 use snakepay_domain::ids::{MerchantId, RegionNumber, ShardNumber};
-use snakepay_store::idempotency::{self, AfterFailure, Claim, ClaimOutcome};
+use snakepay_store::idempotency::{self, AfterFailure, Claim, ClaimOutcome, StoredResponse};
 use snakepay_store::testing;
 
 fn claim<'a>(merchant: MerchantId, request_id: &'a str) -> Claim<'a> {
@@ -33,6 +33,15 @@ async fn claimed(
         ClaimOutcome::Claimed
     );
     tx
+}
+
+/// A stored response as a replay returns it.
+fn stored(status: u16, body: &[u8], request_id: &str) -> StoredResponse {
+    StoredResponse {
+        status,
+        body: body.to_vec(),
+        request_id: request_id.to_owned(),
+    }
 }
 
 async fn claim_once(pool: &sqlx::PgPool, claim: &Claim<'_>) -> ClaimOutcome {
@@ -61,17 +70,10 @@ async fn a_claim_lives_and_dies_with_its_transaction() {
         .await
         .unwrap();
     tx.commit().await.unwrap();
-    match claim_once(pool, &claim(merchant, "req_replay")).await {
-        ClaimOutcome::Replay(stored) => assert_eq!(
-            (
-                stored.status,
-                stored.body.as_slice(),
-                stored.request_id.as_str()
-            ),
-            (200, b"retried".as_slice(), "req_retry")
-        ),
-        other => panic!("{other:?}"),
-    }
+    assert_eq!(
+        claim_once(pool, &claim(merchant, "req_replay")).await,
+        ClaimOutcome::Replay(stored(200, b"retried", "req_retry"))
+    );
 }
 
 #[tokio::test]
@@ -103,17 +105,10 @@ async fn a_second_claim_waits_for_the_first_transaction_and_then_replays_or_refu
         .await
         .unwrap();
     first.commit().await.unwrap();
-    match same.await.unwrap() {
-        ClaimOutcome::Replay(stored) => assert_eq!(
-            (
-                stored.status,
-                stored.body.as_slice(),
-                stored.request_id.as_str()
-            ),
-            (200, b"first".as_slice(), "req_first")
-        ),
-        outcome => panic!("{outcome:?}"),
-    }
+    assert_eq!(
+        same.await.unwrap(),
+        ClaimOutcome::Replay(stored(200, b"first", "req_first"))
+    );
     assert_eq!(other.await.unwrap(), ClaimOutcome::Mismatch);
 }
 
@@ -171,17 +166,10 @@ async fn an_error_after_a_rollback_is_stored_unless_another_request_answered_fir
             .unwrap(),
         AfterFailure::Stored
     );
-    match claim_once(pool, &claim(merchant, "req_b")).await {
-        ClaimOutcome::Replay(stored) => assert_eq!(
-            (
-                stored.status,
-                stored.body.as_slice(),
-                stored.request_id.as_str()
-            ),
-            (400, b"invalid".as_slice(), "req_a")
-        ),
-        other => panic!("{other:?}"),
-    }
+    assert_eq!(
+        claim_once(pool, &claim(merchant, "req_b")).await,
+        ClaimOutcome::Replay(stored(400, b"invalid", "req_a"))
+    );
     // A retry that fails too replays the stored answer instead.
     match idempotency::complete_unchanged(pool, &claim(merchant, "req_c"), 500, b"err")
         .await
@@ -250,15 +238,8 @@ async fn only_the_request_that_stored_a_response_can_upgrade_it_and_only_once() 
         .await
         .unwrap()
     );
-    match claim_once(pool, &other).await {
-        ClaimOutcome::Replay(stored) => assert_eq!(
-            (
-                stored.status,
-                stored.body.as_slice(),
-                stored.request_id.as_str()
-            ),
-            (402, b"declined".as_slice(), "req_owner")
-        ),
-        other => panic!("{other:?}"),
-    }
+    assert_eq!(
+        claim_once(pool, &other).await,
+        ClaimOutcome::Replay(stored(402, b"declined", "req_owner"))
+    );
 }

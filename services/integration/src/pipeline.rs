@@ -34,7 +34,7 @@ use snakepay_domain::payment_intent::{
     PaymentIntentStatus, PendingOperation, ProcessorOutcome,
 };
 use snakepay_domain::refund;
-use snakepay_store::attempts::{self, AttemptStatus, SealedCard};
+use snakepay_store::attempts::{self, AttemptCard, AttemptStatus, SealedCard};
 use snakepay_store::effects::{self, EffectContext};
 use snakepay_store::events::EventSource;
 use snakepay_store::intents::{self, IntentRecord};
@@ -254,7 +254,7 @@ impl Pipeline {
         attempt: AttemptId,
         capture: bool,
         mode: Mode,
-        sealed: Option<(PaymentMethodId, SealedCard)>,
+        sealed: Option<AttemptCard>,
     ) -> CallResult<Authorization> {
         let key = keys::authorize(attempt);
         let card = self.card_for(pool, attempt, sealed).await.map_err(|e| {
@@ -315,7 +315,7 @@ impl Pipeline {
         &self,
         pool: &PgPool,
         attempt: AttemptId,
-        sealed: Option<(PaymentMethodId, SealedCard)>,
+        sealed: Option<AttemptCard>,
     ) -> anyhow::Result<CardDetails> {
         let (payment_method, sealed) = match sealed {
             Some(card) => card,
