@@ -6,6 +6,7 @@ use snakepay_domain::ids::{AttemptId, MerchantId, PaymentIntentId, PaymentMethod
 use snakepay_domain::payment_intent::PaymentError;
 use sqlx::{PgExecutor, PgPool, Postgres, Row, Transaction};
 
+use crate::compose::Statement;
 use crate::intents::SealedColumns;
 
 /// What a processor call needs from an attempt.
@@ -71,10 +72,68 @@ impl AttemptStatus {
     }
 }
 
-/// Records a definite authorization answer on the attempt. Once the
-/// authorization is complete (anything but `requires_action`) the card's
-/// CVC has served its purpose and is deleted (PCI DSS 3.3.1), unless
-/// another attempt with the same card still waits to authorize with it.
+/// A definite authorization answer, as recorded on its attempt.
+#[derive(Debug, Clone, Copy)]
+pub struct AuthorizationRecord<'a> {
+    pub attempt: AttemptId,
+    pub status: AttemptStatus,
+    pub processor_reference: Option<&'a str>,
+    pub error: Option<&'a PaymentError>,
+}
+
+/// The attempt's `failure_code` column: the error's code as Stripe spells it.
+pub fn failure_code(error: Option<&PaymentError>) -> anyhow::Result<Option<String>> {
+    Ok(error
+        .map(|e| serde_json::to_value(e.code))
+        .transpose()?
+        .and_then(|v| v.as_str().map(str::to_owned)))
+}
+
+/// Recording an authorization answer as CTEs of a statement
+/// ([`crate::compose`]): `attempt` (the attempt's new status, returning its
+/// payment method) and `forget_cvc`. Once the authorization is complete
+/// (anything but `requires_action`) the card's CVC has served its purpose
+/// and is deleted (PCI DSS 3.3.1), unless another attempt with the same card
+/// still waits to authorize with it. Both read the statement's snapshot,
+/// where this attempt still has its old status, hence `id <> $1` in the
+/// question whether another attempt waits. `guard` is SQL that must hold for
+/// anything to be written.
+pub(crate) fn push_authorization(
+    statement: &mut Statement,
+    record: &AuthorizationRecord<'_>,
+    guard: &str,
+) -> anyhow::Result<()> {
+    statement.push(&format!(
+        "attempt as (
+             update payment_attempts set status = $2,
+                 processor_reference = coalesce($3, processor_reference),
+                 failure_code = $4, decline_code = $5, failure_message = $6
+             where id = $1 and {guard}
+             returning payment_method_id
+         ), forget_cvc as (
+             update payment_methods set cvc_key_id = null, cvc_wrapped_key = null, cvc_ciphertext = null
+             where $7 and id = (select payment_method_id from attempt) and cvc_ciphertext is not null
+               and not exists (select 1 from payment_attempts
+                               where payment_method_id = (select payment_method_id from attempt)
+                                 and id <> $1 and status in ('pending', 'requires_action'))
+         )"
+    ));
+    let error = record.error;
+    statement
+        .bind(record.attempt.to_string())?
+        .bind(record.status.as_str())?
+        .bind(record.processor_reference.map(str::to_owned))?
+        .bind(failure_code(error)?)?
+        .bind(error.and_then(|e| e.decline_code.clone()))?
+        .bind(error.map(|e| e.message.clone()))?
+        .bind(!record.status.is_waiting())?;
+    Ok(())
+}
+
+/// Records a definite authorization answer on the attempt, in the caller's
+/// transaction, and forgets the card's CVC once it has served (see
+/// [`push_authorization`]). One statement, not three (update, find the
+/// card, forget its CVC): this runs once per payment outcome.
 pub async fn record_authorization(
     tx: &mut Transaction<'_, Postgres>,
     id: AttemptId,
@@ -82,37 +141,21 @@ pub async fn record_authorization(
     processor_reference: Option<&str>,
     error: Option<&PaymentError>,
 ) -> anyhow::Result<()> {
-    let failure_code = error
-        .map(|e| serde_json::to_value(e.code))
-        .transpose()?
-        .and_then(|v| v.as_str().map(str::to_owned));
-    // One statement, not three (update, find the card, forget its CVC):
-    // this runs once per payment outcome. Both parts read the statement's
-    // snapshot, where this attempt still has its old status, hence
-    // `id <> $1` in the question whether another attempt waits.
-    sqlx::query(
-        "with attempt as (
-             update payment_attempts set status = $2,
-                 processor_reference = coalesce($3, processor_reference),
-                 failure_code = $4, decline_code = $5, failure_message = $6
-             where id = $1
-             returning payment_method_id
-         )
-         update payment_methods set cvc_key_id = null, cvc_wrapped_key = null, cvc_ciphertext = null
-         where $7 and id = (select payment_method_id from attempt) and cvc_ciphertext is not null
-           and not exists (select 1 from payment_attempts
-                           where payment_method_id = (select payment_method_id from attempt)
-                             and id <> $1 and status in ('pending', 'requires_action'))",
-    )
-    .bind(id.to_string())
-    .bind(status.as_str())
-    .bind(processor_reference)
-    .bind(failure_code)
-    .bind(error.and_then(|e| e.decline_code.clone()))
-    .bind(error.map(|e| e.message.clone()))
-    .bind(!status.is_waiting())
-    .execute(&mut **tx)
-    .await?;
+    let mut statement = Statement::new();
+    statement.push("with ");
+    push_authorization(
+        &mut statement,
+        &AuthorizationRecord {
+            attempt: id,
+            status,
+            processor_reference,
+            error,
+        },
+        "true",
+    )?;
+    statement.push(" select 1");
+    let (sql, args) = statement.finish();
+    sqlx::query_with(&sql, args).execute(&mut **tx).await?;
     Ok(())
 }
 

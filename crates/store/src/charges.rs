@@ -5,6 +5,9 @@
 use snakepay_domain::ids::{ChargeId, MerchantId};
 use sqlx::{PgExecutor, Row};
 
+use crate::attempts::{AuthorizationRecord, failure_code};
+use crate::intents::IntentRecord;
+
 /// What the charge object shows.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChargeView {
@@ -36,6 +39,31 @@ pub struct ChargeView {
     /// change its intent (the attempt's outcome, a new attempt, a refund),
     /// so this versions the charge too (its cache entry depends on it).
     pub intent_version: i64,
+}
+
+impl ChargeView {
+    /// The charge as it will be once the authorization answer recorded by
+    /// `attempt` commits with `intent` (the intent after the answer, at its
+    /// new version): what [`find`] would read after that commit, computed
+    /// from what it read before, for the answer's events.
+    pub fn after_authorization(
+        mut self,
+        intent: &IntentRecord,
+        attempt: &AuthorizationRecord<'_>,
+    ) -> anyhow::Result<ChargeView> {
+        self.attempt_status = attempt.status.as_str().to_owned();
+        self.failure_code = failure_code(attempt.error)?;
+        self.failure_message = attempt.error.map(|e| e.message.clone());
+        self.is_latest =
+            intent.intent.latest_charge.map(|c| c.to_string()) == Some(self.id.clone());
+        self.amount_received = intent.intent.amount_received;
+        self.amount_refunded = intent.intent.amount_refunded;
+        self.customer = intent.customer.map(|c| c.to_string());
+        self.description = intent.description.clone();
+        self.metadata = serde_json::to_value(&intent.metadata)?;
+        self.intent_version = intent.version;
+        Ok(self)
+    }
 }
 
 pub async fn find(

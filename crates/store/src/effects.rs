@@ -1,15 +1,20 @@
 //! Writing what a transition asked for — events, processor commands, the
 //! journal — in the caller's transaction, next to the state change itself
 //! (DESIGN.md §4: every state change commits with its outbox rows and
-//! ledger lines).
+//! ledger lines); or, for an intent's outcome computed from the row as it
+//! was read, all of it with the change in one statement ([`commit_at_once`]).
 
 use snakepay_domain::effects::{Effects, EventType};
-use sqlx::{Postgres, Transaction};
+use sqlx::{PgPool, Postgres, Transaction};
 
-use crate::events::{self, EventSource};
-use crate::intents::IntentRecord;
+use crate::attempts::{self, AuthorizationRecord};
+use crate::charges::{self, ChargeView};
+use crate::compose::Statement;
+use crate::events::{self, EventRecord, EventSource};
+use crate::intents::{self, IntentRecord};
+use crate::outbox::{self, OutboxMessage};
 use crate::refunds::RefundRecord;
-use crate::{charges, ledger, objects, outbox};
+use crate::{ledger, objects};
 
 /// Who caused the change, for its events, and who waits for its outcome.
 #[derive(Debug, Clone, Copy)]
@@ -24,7 +29,7 @@ pub struct EffectContext<'a> {
 
 /// Writes the effects of a transition of `intent` (and of `refund`, when it
 /// was a refund's). Each event carries the object it is about as it now is:
-/// the intent, the refund, or the charge.
+/// the intent, the refund, or the charge (read in `tx`, after the change).
 pub async fn write(
     tx: &mut Transaction<'_, Postgres>,
     intent: &IntentRecord,
@@ -32,59 +37,163 @@ pub async fn write(
     effects: &Effects,
     context: EffectContext<'_>,
 ) -> anyhow::Result<()> {
-    let intent_id = intent.intent.id.to_string();
-    let mut records = Vec::with_capacity(effects.events.len());
-    for &event_type in &effects.events {
-        let snapshot = snapshot(tx, intent, refund, event_type).await?;
-        records.extend(events::for_types(context.source, &[event_type], &snapshot)?);
-    }
-    let commands = effects
-        .commands
-        .iter()
-        .map(|command| {
-            outbox::command_message(
-                intent.merchant_id,
-                intent.livemode,
-                &intent_id,
-                command,
-                context.reply_to,
-            )
-        })
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    events::record_with(tx, &records, &commands).await?;
+    let charge = match intent.intent.latest_charge {
+        Some(charge) if about_a_charge(effects) => {
+            charges::find(&mut **tx, charge, intent.merchant_id, intent.livemode).await?
+        }
+        _ => None,
+    };
+    let rows = Rows::of(intent, refund, charge.as_ref(), effects, context)?;
+    events::record_with(tx, &rows.events, &rows.commands).await?;
     if let Some(journal) = &effects.journal {
-        let merchant_id = intent.merchant_id.to_string();
-        let refund_id = refund.map(|r| r.refund.id.to_string());
-        let journal_context = ledger::JournalContext {
-            merchant_id: &merchant_id,
-            livemode: intent.livemode,
-            payment_intent_id: Some(&intent_id),
-            refund_id: refund_id.as_deref(),
-            description: context.description,
-        };
-        ledger::post(tx, journal_context, journal).await?;
+        ledger::post(tx, rows.journal_context(context), journal).await?;
     }
     Ok(())
 }
 
-async fn snapshot(
-    tx: &mut Transaction<'_, Postgres>,
+/// Whether any of the events is about the intent's charge (and so carries
+/// its snapshot).
+pub fn about_a_charge(effects: &Effects) -> bool {
+    effects
+        .events
+        .iter()
+        .any(|event| event.as_str().starts_with("charge."))
+}
+
+/// An authorization answer as [`commit_at_once`] writes it.
+pub struct AuthorizationOutcome<'a> {
+    /// The intent after the transition; its `version` is the one the
+    /// transition was computed from.
+    pub intent: &'a IntentRecord,
+    pub effects: &'a Effects,
+    pub context: EffectContext<'a>,
+    pub attempt: AuthorizationRecord<'a>,
+    /// The intent's charge as it is after the answer, when an event is
+    /// about it ([`ChargeView::after_authorization`]).
+    pub charge: Option<&'a ChargeView>,
+}
+
+/// Commits an authorization answer computed from the intent as it was read,
+/// without a row lock: the intent's state, the attempt's outcome (and the
+/// CVC's deletion), the events with their deliveries, the commands and the
+/// journal, as one statement, in one round trip and one commit — the
+/// hottest write of a payment. Every part is guarded on the intent still
+/// being at the version it was read at; `None` means it moved on meanwhile
+/// and nothing was written (the caller takes the locked path). `Some` is the
+/// intent's new version.
+pub async fn commit_at_once(
+    pool: &PgPool,
+    outcome: &AuthorizationOutcome<'_>,
+) -> anyhow::Result<Option<i64>> {
+    let intent = outcome.intent;
+    let rows = Rows::of(
+        intent,
+        None,
+        outcome.charge,
+        outcome.effects,
+        outcome.context,
+    )?;
+    const GUARD: &str = "exists (select 1 from intent)";
+    let mut statement = Statement::new();
+    statement.push("with intent as (");
+    statement.push(intents::UPDATE);
+    intents::bind_update(&mut statement, intent, Some(intent.version))?;
+    statement.push("), ");
+    attempts::push_authorization(&mut statement, &outcome.attempt, GUARD)?;
+    statement.push(", ");
+    events::push(&mut statement, &rows.events, &rows.commands, GUARD)?;
+    if let Some(journal) = &outcome.effects.journal {
+        statement.push(", ");
+        ledger::push(
+            &mut statement,
+            rows.journal_context(outcome.context),
+            journal,
+            GUARD,
+        )?;
+    }
+    statement.push(" select version from intent");
+    let (sql, args) = statement.finish();
+    Ok(sqlx::query_scalar_with(&sql, args)
+        .fetch_optional(pool)
+        .await?)
+}
+
+/// The rows a transition's effects write, but for the journal's lines.
+struct Rows {
+    events: Vec<EventRecord>,
+    commands: Vec<OutboxMessage>,
+    merchant_id: String,
+    intent_id: String,
+    refund_id: Option<String>,
+    livemode: bool,
+}
+
+impl Rows {
+    fn of(
+        intent: &IntentRecord,
+        refund: Option<&RefundRecord>,
+        charge: Option<&ChargeView>,
+        effects: &Effects,
+        context: EffectContext<'_>,
+    ) -> anyhow::Result<Rows> {
+        let intent_id = intent.intent.id.to_string();
+        let mut events = Vec::with_capacity(effects.events.len());
+        for &event_type in &effects.events {
+            let snapshot = snapshot(intent, refund, charge, event_type);
+            events.extend(events::for_types(context.source, &[event_type], &snapshot)?);
+        }
+        let commands = effects
+            .commands
+            .iter()
+            .map(|command| {
+                outbox::command_message(
+                    intent.merchant_id,
+                    intent.livemode,
+                    &intent_id,
+                    command,
+                    context.reply_to,
+                )
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        Ok(Rows {
+            events,
+            commands,
+            merchant_id: intent.merchant_id.to_string(),
+            intent_id,
+            refund_id: refund.map(|r| r.refund.id.to_string()),
+            livemode: intent.livemode,
+        })
+    }
+
+    fn journal_context<'a>(&'a self, context: EffectContext<'a>) -> ledger::JournalContext<'a> {
+        ledger::JournalContext {
+            merchant_id: &self.merchant_id,
+            livemode: self.livemode,
+            payment_intent_id: Some(&self.intent_id),
+            refund_id: self.refund_id.as_deref(),
+            description: context.description,
+        }
+    }
+}
+
+/// The object an event of `event_type` carries: the refund, the charge, or
+/// the intent.
+fn snapshot(
     intent: &IntentRecord,
     refund: Option<&RefundRecord>,
+    charge: Option<&ChargeView>,
     event_type: EventType,
-) -> anyhow::Result<serde_json::Value> {
+) -> serde_json::Value {
     let name = event_type.as_str();
     if name.starts_with("refund.")
         && let Some(refund) = refund
     {
-        return Ok(objects::refund(refund));
+        return objects::refund(refund);
     }
     if name.starts_with("charge.")
-        && let Some(charge) = intent.intent.latest_charge
-        && let Some(view) =
-            charges::find(&mut **tx, charge, intent.merchant_id, intent.livemode).await?
+        && let Some(view) = charge
     {
-        return Ok(objects::charge(&view));
+        return objects::charge(view);
     }
-    Ok(objects::payment_intent(intent))
+    objects::payment_intent(intent)
 }

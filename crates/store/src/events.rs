@@ -13,6 +13,7 @@ use snakepay_domain::effects::EventType;
 use snakepay_domain::ids::{EventId, MerchantId};
 use sqlx::{PgPool, Postgres, Row, Transaction};
 
+use crate::compose::Statement;
 use crate::intents::{ListQuery, Page, bind_page, finish_page, page_clause};
 use crate::outbox::{self, OutboxMessage};
 
@@ -91,24 +92,43 @@ pub async fn record_with(
     if events.is_empty() {
         return outbox::enqueue(tx, also).await;
     }
+    let mut statement = Statement::new();
+    statement.push("with ");
+    push(&mut statement, events, also, "true")?;
+    statement.push(" select 1");
+    let (sql, args) = statement.finish();
+    sqlx::query_with(&sql, args).execute(&mut **tx).await?;
+    Ok(())
+}
+
+/// [`record_with`] as CTEs of a larger statement ([`crate::compose`]):
+/// `event`, `delivery` and `command`, written only where `guard` (SQL)
+/// holds.
+pub(crate) fn push(
+    statement: &mut Statement,
+    events: &[EventRecord],
+    also: &[OutboxMessage],
+    guard: &str,
+) -> anyhow::Result<()> {
     let ids: Vec<String> = events.iter().map(|e| e.id.to_string()).collect();
     let merchants: Vec<String> = events.iter().map(|e| e.merchant_id.to_string()).collect();
     let livemodes: Vec<bool> = events.iter().map(|e| e.livemode).collect();
-    let types: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
-    let versions: Vec<&str> = events.iter().map(|e| e.api_version.as_str()).collect();
+    let types: Vec<String> = events.iter().map(|e| e.event_type.clone()).collect();
+    let versions: Vec<String> = events.iter().map(|e| e.api_version.clone()).collect();
     let objects: Vec<serde_json::Value> = events.iter().map(|e| e.object.clone()).collect();
-    let requests: Vec<Option<&str>> = events.iter().map(|e| e.request_id.as_deref()).collect();
+    let requests: Vec<Option<String>> = events.iter().map(|e| e.request_id.clone()).collect();
     let created: Vec<i64> = events.iter().map(|e| e.created).collect();
     let (keys, payloads) = outbox::columns(also)?;
     let traceparent = snakepay_telemetry::trace::current_traceparent();
     let headers = outbox::headers(traceparent.as_deref());
     // Data-modifying CTEs all run to completion whether or not the main
     // query reads them; outbox ids follow the array's order.
-    sqlx::query(
-        "with event as (
+    statement.push(&format!(
+        "event as (
              insert into events (id, merchant_id, livemode, type, api_version, object, request_id, created)
              select * from unnest($1::text[], $2::text[], $3::bool[], $4::text[], $5::text[], $6::jsonb[],
                                   $7::text[], $8::bigint[])
+             where {guard}
              returning id, merchant_id, livemode, type, created
          ), delivery as (
              insert into webhook_deliveries (event_id, endpoint_id, merchant_id, livemode,
@@ -119,25 +139,26 @@ pub async fn record_with(
                on endpoint.merchant_id = event.merchant_id and endpoint.livemode = event.livemode
              where endpoint.deleted_at is null and endpoint.status = 'enabled'
                and (event.type = any(endpoint.enabled_events) or '*' = any(endpoint.enabled_events))
-         )
-         insert into outbox (routing_key, payload, headers)
-         select key, payload, $12 from unnest($10::text[], $11::jsonb[]) with ordinality as m(key, payload, n)
-         order by n",
-    )
-    .bind(&ids)
-    .bind(&merchants)
-    .bind(&livemodes)
-    .bind(&types)
-    .bind(&versions)
-    .bind(&objects)
-    .bind(&requests)
-    .bind(&created)
-    .bind(traceparent.as_deref())
-    .bind(&keys)
-    .bind(&payloads)
-    .bind(&headers)
-    .execute(&mut **tx)
-    .await?;
+         ), command as (
+             insert into outbox (routing_key, payload, headers)
+             select key, payload, $12 from unnest($10::text[], $11::jsonb[]) with ordinality as m(key, payload, n)
+             where {guard}
+             order by n
+         )"
+    ));
+    statement
+        .bind(ids)?
+        .bind(merchants)?
+        .bind(livemodes)?
+        .bind(types)?
+        .bind(versions)?
+        .bind(objects)?
+        .bind(requests)?
+        .bind(created)?
+        .bind(traceparent)?
+        .bind(keys)?
+        .bind(payloads)?
+        .bind(headers)?;
     Ok(())
 }
 

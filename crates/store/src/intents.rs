@@ -7,6 +7,7 @@
 
 use std::collections::BTreeMap;
 
+use crate::compose::Statement;
 use anyhow::Context;
 use snakepay_domain::Money;
 use snakepay_domain::currency::Currency;
@@ -186,55 +187,82 @@ pub async fn insert(
     Ok(())
 }
 
-/// Saves every mutable field and bumps the version. The caller loaded the
-/// row `for update` in the same transaction.
-pub async fn update(
-    tx: &mut Transaction<'_, Postgres>,
-    record: &mut IntentRecord,
+/// An intent's update as a piece of a statement ([`crate::compose`]),
+/// `$1..$27`: writes the record's state and bumps its version. With `$27`
+/// (the version the record was read at) it updates only a row still at that
+/// version, so a writer that did not lock the row can tell it moved on.
+pub(crate) const UPDATE: &str = "update payment_intents set
+         amount = $2, currency = $3, status = $4, capture_method = $5, amount_capturable = $6,
+         amount_received = $7, amount_refunded = $8, amount_refund_pending = $9, customer_id = $10,
+         payment_method_id = $11, latest_attempt_id = $12, latest_charge_id = $13,
+         authorized_attempt_id = $14, pending = $15, last_payment_error = $16, next_action = $17,
+         cancellation_reason = $18, canceled_at = $19, capture_before = $20, description = $21,
+         metadata = $22, receipt_email = $23, return_url = $24, statement_descriptor = $25,
+         statement_descriptor_suffix = $26, version = version + 1, updated_at = now()
+     where id = $1 and ($27::bigint is null or version = $27) returning version";
+
+/// Binds [`UPDATE`]'s arguments; `read_at` is the version the change was
+/// computed from, when the row is not locked.
+pub(crate) fn bind_update(
+    statement: &mut Statement,
+    record: &IntentRecord,
+    read_at: Option<i64>,
 ) -> anyhow::Result<()> {
     record
         .intent
         .check_invariants()
         .map_err(|e| anyhow::anyhow!("refusing to save an invalid intent: {e}"))?;
-    let version: i64 = sqlx::query_scalar(
-        "update payment_intents set
-             amount = $2, currency = $3, status = $4, capture_method = $5, amount_capturable = $6,
-             amount_received = $7, amount_refunded = $8, amount_refund_pending = $9, customer_id = $10,
-             payment_method_id = $11, latest_attempt_id = $12, latest_charge_id = $13,
-             authorized_attempt_id = $14, pending = $15, last_payment_error = $16, next_action = $17,
-             cancellation_reason = $18, canceled_at = $19, capture_before = $20, description = $21,
-             metadata = $22, receipt_email = $23, return_url = $24, statement_descriptor = $25,
-             statement_descriptor_suffix = $26, version = version + 1, updated_at = now()
-         where id = $1 returning version",
-    )
-    .bind(record.intent.id.to_string())
-    .bind(record.intent.amount.minor())
-    .bind(record.intent.amount.currency().code())
-    .bind(record.intent.status.as_str())
-    .bind(text(&record.intent.capture_method)?)
-    .bind(record.intent.amount_capturable)
-    .bind(record.intent.amount_received)
-    .bind(record.intent.amount_refunded)
-    .bind(record.intent.amount_refund_pending)
-    .bind(record.customer.map(|c| c.to_string()))
-    .bind(record.intent.payment_method.map(|p| p.to_string()))
-    .bind(record.intent.latest_attempt.map(|a| a.to_string()))
-    .bind(record.intent.latest_charge.map(|c| c.to_string()))
-    .bind(record.intent.authorized_attempt.map(|a| a.to_string()))
-    .bind(json_or_null(&record.intent.pending)?)
-    .bind(json_or_null(&record.intent.last_payment_error)?)
-    .bind(json_or_null(&record.intent.next_action)?)
-    .bind(record.intent.cancellation_reason.as_ref().map(text).transpose()?)
-    .bind(record.intent.canceled_at)
-    .bind(record.intent.capture_before)
-    .bind(&record.description)
-    .bind(serde_json::to_value(&record.metadata)?)
-    .bind(&record.receipt_email)
-    .bind(&record.return_url)
-    .bind(&record.statement_descriptor)
-    .bind(&record.statement_descriptor_suffix)
-    .fetch_one(&mut **tx)
-    .await?;
+    statement
+        .bind(record.intent.id.to_string())?
+        .bind(record.intent.amount.minor())?
+        .bind(record.intent.amount.currency().code())?
+        .bind(record.intent.status.as_str())?
+        .bind(text(&record.intent.capture_method)?)?
+        .bind(record.intent.amount_capturable)?
+        .bind(record.intent.amount_received)?
+        .bind(record.intent.amount_refunded)?
+        .bind(record.intent.amount_refund_pending)?
+        .bind(record.customer.map(|c| c.to_string()))?
+        .bind(record.intent.payment_method.map(|p| p.to_string()))?
+        .bind(record.intent.latest_attempt.map(|a| a.to_string()))?
+        .bind(record.intent.latest_charge.map(|c| c.to_string()))?
+        .bind(record.intent.authorized_attempt.map(|a| a.to_string()))?
+        .bind(json_or_null(&record.intent.pending)?)?
+        .bind(json_or_null(&record.intent.last_payment_error)?)?
+        .bind(json_or_null(&record.intent.next_action)?)?
+        .bind(
+            record
+                .intent
+                .cancellation_reason
+                .as_ref()
+                .map(text)
+                .transpose()?,
+        )?
+        .bind(record.intent.canceled_at)?
+        .bind(record.intent.capture_before)?
+        .bind(record.description.clone())?
+        .bind(serde_json::to_value(&record.metadata)?)?
+        .bind(record.receipt_email.clone())?
+        .bind(record.return_url.clone())?
+        .bind(record.statement_descriptor.clone())?
+        .bind(record.statement_descriptor_suffix.clone())?
+        .bind(read_at)?;
+    Ok(())
+}
+
+/// Saves the intent's state in the caller's transaction, which holds its
+/// row lock ([`load_for_update`]); sets the record's new version.
+pub async fn update(
+    tx: &mut Transaction<'_, Postgres>,
+    record: &mut IntentRecord,
+) -> anyhow::Result<()> {
+    let mut statement = Statement::new();
+    statement.push(UPDATE);
+    bind_update(&mut statement, record, None)?;
+    let (sql, args) = statement.finish();
+    let version: i64 = sqlx::query_scalar_with(&sql, args)
+        .fetch_one(&mut **tx)
+        .await?;
     record.version = version;
     Ok(())
 }

@@ -6,6 +6,8 @@
 use snakepay_domain::ledger::{Journal, Side};
 use sqlx::{Postgres, Transaction};
 
+use crate::compose::Statement;
+
 /// What the journal is about, for the journal header.
 #[derive(Debug, Clone, Copy)]
 pub struct JournalContext<'a> {
@@ -22,7 +24,27 @@ pub async fn post(
     tx: &mut Transaction<'_, Postgres>,
     context: JournalContext<'_>,
     journal: &Journal,
-) -> Result<i64, sqlx::Error> {
+) -> anyhow::Result<i64> {
+    // One round trip: the header and all its lines in one statement.
+    let mut statement = Statement::new();
+    statement.push("with ");
+    push(&mut statement, context, journal, "true")?;
+    statement.push(" select id from header");
+    let (sql, args) = statement.finish();
+    let journal_id: i64 = sqlx::query_scalar_with(&sql, args)
+        .fetch_one(&mut **tx)
+        .await?;
+    Ok(journal_id)
+}
+
+/// [`post`] as CTEs of a larger statement ([`crate::compose`]): `header`
+/// and `lines`, written only where `guard` (SQL) holds.
+pub(crate) fn push(
+    statement: &mut Statement,
+    context: JournalContext<'_>,
+    journal: &Journal,
+    guard: &str,
+) -> anyhow::Result<()> {
     let lines = journal.lines();
     let accounts: Vec<&str> = lines.iter().map(|l| l.account.as_str()).collect();
     let currencies: Vec<&str> = lines.iter().map(|l| l.amount.currency().code()).collect();
@@ -34,29 +56,26 @@ pub async fn post(
         })
         .collect();
     let amounts: Vec<i64> = lines.iter().map(|l| l.amount.minor()).collect();
-    // One round trip: the header and all its lines in one statement.
-    let (journal_id,): (i64,) = sqlx::query_as(
-        "with header as (
+    statement.push(&format!(
+        "header as (
              insert into journals (merchant_id, livemode, payment_intent_id, refund_id, description)
-             values ($1, $2, $3, $4, $5) returning id
+             select $1, $2, $3, $4, $5 where {guard} returning id
          ), lines as (
              insert into journal_lines (journal_id, merchant_id, livemode, account, currency, side, amount)
              select header.id, $1, $2, line.account, line.currency, line.side, line.amount
              from header, unnest($6::text[], $7::text[], $8::text[], $9::bigint[])
                  as line(account, currency, side, amount)
-         )
-         select id from header",
-    )
-    .bind(context.merchant_id)
-    .bind(context.livemode)
-    .bind(context.payment_intent_id)
-    .bind(context.refund_id)
-    .bind(context.description)
-    .bind(&accounts)
-    .bind(&currencies)
-    .bind(&sides)
-    .bind(&amounts)
-    .fetch_one(&mut **tx)
-    .await?;
-    Ok(journal_id)
+         )"
+    ));
+    statement
+        .bind(context.merchant_id)?
+        .bind(context.livemode)?
+        .bind(context.payment_intent_id)?
+        .bind(context.refund_id)?
+        .bind(context.description)?
+        .bind(accounts)?
+        .bind(currencies)?
+        .bind(sides)?
+        .bind(amounts)?;
+    Ok(())
 }

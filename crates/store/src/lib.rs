@@ -48,6 +48,7 @@
 pub mod attempts;
 pub mod audit;
 pub mod charges;
+pub mod compose;
 pub mod customers;
 pub mod dead_letters;
 pub mod effects;

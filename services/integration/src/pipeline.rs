@@ -34,7 +34,8 @@ use snakepay_domain::payment_intent::{
     PaymentIntentStatus, PendingOperation, ProcessorOutcome,
 };
 use snakepay_domain::refund;
-use snakepay_store::attempts::{self, AttemptCard, AttemptStatus, SealedCard};
+use snakepay_store::attempts::{self, AttemptCard, AttemptStatus, AuthorizationRecord, SealedCard};
+use snakepay_store::charges;
 use snakepay_store::effects::{self, EffectContext};
 use snakepay_store::events::EventSource;
 use snakepay_store::intents::{self, IntentRecord};
@@ -586,6 +587,20 @@ impl Pipeline {
             }
         };
         let intent_id = loaded.intent.id;
+        let record = AuthorizationRecord {
+            attempt,
+            status,
+            processor_reference: reference,
+            error: error.as_ref(),
+        };
+        let at_once = retry::transaction("commit authorization at once", || {
+            self.commit_authorization_at_once(pool, loaded, &outcome, &record, reply_to)
+        })
+        .await?;
+        if at_once {
+            tracing::info!(payment.id = %intent_id, payment.attempt = %attempt, "authorization outcome committed");
+            return Ok(());
+        }
         let changed = retry::transaction("commit authorization", || async {
             let mut tx = pool.begin().await?;
             let mut record = intents::load_for_update(&mut tx, intent_id, loaded.merchant_id, loaded.livemode)
@@ -624,6 +639,74 @@ impl Pipeline {
             tracing::info!(payment.id = %intent_id, payment.attempt = %attempt, "authorization outcome committed");
         }
         Ok(())
+    }
+
+    /// The usual case of [`Self::commit_authorization`]: the answer applies
+    /// to the intent as it was read before the processor call, and that is
+    /// still the intent's version. Then the whole outcome commits in one
+    /// statement without a row lock ([`effects::commit_at_once`]), guarded
+    /// on that version. `false`: nothing was written, because the answer
+    /// changes nothing here or the intent moved on meanwhile (a
+    /// notification, the reconciler or a cancel committed first); the
+    /// locked path then decides with the row as it now is.
+    async fn commit_authorization_at_once(
+        &self,
+        pool: &PgPool,
+        loaded: &IntentRecord,
+        outcome: &AuthorizationOutcome,
+        record: &AuthorizationRecord<'_>,
+        reply_to: Option<&str>,
+    ) -> anyhow::Result<bool> {
+        let attempt = record.attempt;
+        let applies = matches!(loaded.intent.pending, Some(PendingOperation::Authorize { attempt: a, .. }) if a == attempt);
+        if !applies {
+            return Ok(false);
+        }
+        let Ok(t) = payment_intent::apply(
+            &loaded.intent,
+            IntentCommand::AuthorizationResult {
+                attempt,
+                outcome: outcome.clone(),
+                now: snakepay_store::unix_now(),
+            },
+        ) else {
+            return Ok(false);
+        };
+        if t.intent == loaded.intent {
+            return Ok(false);
+        }
+        let mut intent = loaded.clone();
+        intent.intent = t.intent;
+        let charge = match intent.intent.latest_charge {
+            Some(charge) if effects::about_a_charge(&t.effects) => {
+                match charges::find(pool, charge, intent.merchant_id, intent.livemode).await? {
+                    Some(view) => {
+                        let mut after = intent.clone();
+                        after.version += 1;
+                        Some(view.after_authorization(&after, record)?)
+                    }
+                    None => return Ok(false),
+                }
+            }
+            _ => None,
+        };
+        // The cache learns the new version before the commit (see
+        // `invalidate`); a write that does not happen only costs a reload.
+        let mut invalidated = intent.clone();
+        invalidated.version += 1;
+        self.invalidate(&invalidated).await;
+        let committed = effects::commit_at_once(
+            pool,
+            &effects::AuthorizationOutcome {
+                intent: &intent,
+                effects: &t.effects,
+                context: self.context(&intent, reply_to),
+                attempt: *record,
+                charge: charge.as_ref(),
+            },
+        )
+        .await?;
+        Ok(committed.is_some())
     }
 
     /// Commits a capture or void answer.

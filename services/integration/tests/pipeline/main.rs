@@ -10,6 +10,7 @@
 
 mod audit;
 mod lifecycle;
+mod outcomes;
 mod reliability;
 mod support;
 mod tls;
