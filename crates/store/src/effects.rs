@@ -11,7 +11,7 @@ use crate::attempts::{self, AuthorizationRecord};
 use crate::charges::{self, ChargeView};
 use crate::compose::Statement;
 use crate::events::{self, EventRecord, EventSource};
-use crate::intents::{self, IntentRecord};
+use crate::intents::{self, CardRecord, IntentRecord, NewAttempt};
 use crate::outbox::{self, OutboxMessage};
 use crate::refunds::RefundRecord;
 use crate::{ledger, objects};
@@ -48,6 +48,68 @@ pub async fn write(
     if let Some(journal) = &effects.journal {
         ledger::post(tx, rows.journal_context(context), journal).await?;
     }
+    Ok(())
+}
+
+/// A new intent as the request that creates it writes it: with the card it
+/// pays with, when that card is new, and its first attempt, when it is
+/// confirmed on creation.
+pub struct NewIntent<'a> {
+    pub card: Option<&'a CardRecord>,
+    pub intent: &'a IntentRecord,
+    pub attempt: Option<&'a NewAttempt>,
+}
+
+/// Inserts a new intent (with its new card and first attempt) and writes the
+/// effects of its creation — events with their deliveries, commands, a
+/// journal — in one statement: a checkout's first write is one round trip
+/// instead of five. Effects with an event about a charge (none on creation)
+/// read the charge after the inserts, so they are written the usual way.
+pub async fn write_new_intent(
+    tx: &mut Transaction<'_, Postgres>,
+    new: &NewIntent<'_>,
+    effects: &Effects,
+    context: EffectContext<'_>,
+) -> anyhow::Result<()> {
+    if about_a_charge(effects) {
+        if let Some(card) = new.card {
+            intents::insert_card(tx, card).await?;
+        }
+        intents::insert(tx, new.intent).await?;
+        if let Some(attempt) = new.attempt {
+            intents::insert_attempt(tx, attempt).await?;
+        }
+        return write(tx, new.intent, None, effects, context).await;
+    }
+    let rows = Rows::of(new.intent, None, None, effects, context)?;
+    let mut statement = Statement::new();
+    statement.push("with ");
+    if let Some(card) = new.card {
+        statement.push("new_card as (");
+        intents::push_insert_card(&mut statement, card)?;
+        statement.push("), ");
+    }
+    statement.push("new_intent as (");
+    intents::push_insert(&mut statement, new.intent)?;
+    statement.push("), ");
+    if let Some(attempt) = new.attempt {
+        statement.push("new_attempt as (");
+        intents::push_insert_attempt(&mut statement, attempt)?;
+        statement.push("), ");
+    }
+    events::push(&mut statement, &rows.events, &rows.commands, "true")?;
+    if let Some(journal) = &effects.journal {
+        statement.push(", ");
+        ledger::push(
+            &mut statement,
+            rows.journal_context(context),
+            journal,
+            "true",
+        )?;
+    }
+    statement.push(" select 1");
+    let (sql, args) = statement.finish();
+    sqlx::query_with(&sql, args).execute(&mut **tx).await?;
     Ok(())
 }
 

@@ -135,55 +135,63 @@ pub async fn insert(
     tx: &mut Transaction<'_, Postgres>,
     record: &IntentRecord,
 ) -> anyhow::Result<()> {
+    let mut statement = Statement::new();
+    push_insert(&mut statement, record)?;
+    let (sql, args) = statement.finish();
+    sqlx::query_with(&sql, args).execute(&mut **tx).await?;
+    Ok(())
+}
+
+/// [`insert`] as a piece of a statement ([`crate::compose`]).
+pub(crate) fn push_insert(statement: &mut Statement, record: &IntentRecord) -> anyhow::Result<()> {
     record
         .intent
         .check_invariants()
         .map_err(|e| anyhow::anyhow!("refusing to save an invalid intent: {e}"))?;
-    sqlx::query(&format!(
+    statement.push(&format!(
         "insert into payment_intents ({COLUMNS}) values
          ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20,
           $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, 1, $31)"
-    ))
-    .bind(record.intent.id.to_string())
-    .bind(record.merchant_id.to_string())
-    .bind(record.livemode)
-    .bind(record.intent.amount.minor())
-    .bind(record.intent.amount.currency().code())
-    .bind(record.intent.status.as_str())
-    .bind(text(&record.intent.capture_method)?)
-    .bind(record.intent.amount_capturable)
-    .bind(record.intent.amount_received)
-    .bind(record.intent.amount_refunded)
-    .bind(record.intent.amount_refund_pending)
-    .bind(record.customer.map(|c| c.to_string()))
-    .bind(record.intent.payment_method.map(|p| p.to_string()))
-    .bind(record.intent.latest_attempt.map(|a| a.to_string()))
-    .bind(record.intent.latest_charge.map(|c| c.to_string()))
-    .bind(record.intent.authorized_attempt.map(|a| a.to_string()))
-    .bind(json_or_null(&record.intent.pending)?)
-    .bind(json_or_null(&record.intent.last_payment_error)?)
-    .bind(json_or_null(&record.intent.next_action)?)
-    .bind(
-        record
-            .intent
-            .cancellation_reason
-            .as_ref()
-            .map(text)
-            .transpose()?,
-    )
-    .bind(record.intent.canceled_at)
-    .bind(record.intent.capture_before)
-    .bind(&record.client_secret)
-    .bind(&record.description)
-    .bind(serde_json::to_value(&record.metadata)?)
-    .bind(&record.payment_method_types)
-    .bind(&record.receipt_email)
-    .bind(&record.return_url)
-    .bind(&record.statement_descriptor)
-    .bind(&record.statement_descriptor_suffix)
-    .bind(record.intent.created)
-    .execute(&mut **tx)
-    .await?;
+    ));
+    statement
+        .bind(record.intent.id.to_string())?
+        .bind(record.merchant_id.to_string())?
+        .bind(record.livemode)?
+        .bind(record.intent.amount.minor())?
+        .bind(record.intent.amount.currency().code())?
+        .bind(record.intent.status.as_str())?
+        .bind(text(&record.intent.capture_method)?)?
+        .bind(record.intent.amount_capturable)?
+        .bind(record.intent.amount_received)?
+        .bind(record.intent.amount_refunded)?
+        .bind(record.intent.amount_refund_pending)?
+        .bind(record.customer.map(|c| c.to_string()))?
+        .bind(record.intent.payment_method.map(|p| p.to_string()))?
+        .bind(record.intent.latest_attempt.map(|a| a.to_string()))?
+        .bind(record.intent.latest_charge.map(|c| c.to_string()))?
+        .bind(record.intent.authorized_attempt.map(|a| a.to_string()))?
+        .bind(json_or_null(&record.intent.pending)?)?
+        .bind(json_or_null(&record.intent.last_payment_error)?)?
+        .bind(json_or_null(&record.intent.next_action)?)?
+        .bind(
+            record
+                .intent
+                .cancellation_reason
+                .as_ref()
+                .map(text)
+                .transpose()?,
+        )?
+        .bind(record.intent.canceled_at)?
+        .bind(record.intent.capture_before)?
+        .bind(record.client_secret.clone())?
+        .bind(record.description.clone())?
+        .bind(serde_json::to_value(&record.metadata)?)?
+        .bind(record.payment_method_types.clone())?
+        .bind(record.receipt_email.clone())?
+        .bind(record.return_url.clone())?
+        .bind(record.statement_descriptor.clone())?
+        .bind(record.statement_descriptor_suffix.clone())?
+        .bind(record.intent.created)?;
     Ok(())
 }
 
@@ -405,22 +413,33 @@ pub async fn insert_attempt(
     tx: &mut Transaction<'_, Postgres>,
     attempt: &NewAttempt,
 ) -> anyhow::Result<()> {
-    sqlx::query(
+    let mut statement = Statement::new();
+    push_insert_attempt(&mut statement, attempt)?;
+    let (sql, args) = statement.finish();
+    sqlx::query_with(&sql, args).execute(&mut **tx).await?;
+    Ok(())
+}
+
+/// [`insert_attempt`] as a piece of a statement ([`crate::compose`]).
+pub(crate) fn push_insert_attempt(
+    statement: &mut Statement,
+    attempt: &NewAttempt,
+) -> anyhow::Result<()> {
+    statement.push(
         "insert into payment_attempts (id, payment_intent_id, merchant_id, charge_id, payment_method_id,
              amount, currency, capture, created)
          values ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-    )
-    .bind(attempt.id.to_string())
-    .bind(attempt.payment_intent.to_string())
-    .bind(attempt.merchant_id.to_string())
-    .bind(attempt.charge.to_string())
-    .bind(attempt.payment_method.to_string())
-    .bind(attempt.amount.minor())
-    .bind(attempt.amount.currency().code())
-    .bind(attempt.capture)
-    .bind(attempt.created)
-    .execute(&mut **tx)
-    .await?;
+    );
+    statement
+        .bind(attempt.id.to_string())?
+        .bind(attempt.payment_intent.to_string())?
+        .bind(attempt.merchant_id.to_string())?
+        .bind(attempt.charge.to_string())?
+        .bind(attempt.payment_method.to_string())?
+        .bind(attempt.amount.minor())?
+        .bind(attempt.amount.currency().code())?
+        .bind(attempt.capture)?
+        .bind(attempt.created)?;
     Ok(())
 }
 
@@ -465,31 +484,39 @@ pub async fn insert_card(
     tx: &mut Transaction<'_, Postgres>,
     card: &CardRecord,
 ) -> anyhow::Result<()> {
-    sqlx::query(
+    let mut statement = Statement::new();
+    push_insert_card(&mut statement, card)?;
+    let (sql, args) = statement.finish();
+    sqlx::query_with(&sql, args).execute(&mut **tx).await?;
+    Ok(())
+}
+
+/// [`insert_card`] as a piece of a statement ([`crate::compose`]).
+pub(crate) fn push_insert_card(statement: &mut Statement, card: &CardRecord) -> anyhow::Result<()> {
+    statement.push(
         "insert into payment_methods (id, merchant_id, livemode, customer_id, brand, first6, last4,
              exp_month, exp_year, fingerprint, pan_key_id, pan_wrapped_key, pan_ciphertext,
              cvc_key_id, cvc_wrapped_key, cvc_ciphertext, created)
          values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)",
-    )
-    .bind(card.id.to_string())
-    .bind(card.merchant_id.to_string())
-    .bind(card.livemode)
-    .bind(card.customer.map(|c| c.to_string()))
-    .bind(&card.brand)
-    .bind(&card.first6)
-    .bind(&card.last4)
-    .bind(card.exp_month)
-    .bind(card.exp_year)
-    .bind(&card.fingerprint)
-    .bind(&card.pan.key_id)
-    .bind(&card.pan.wrapped_key)
-    .bind(&card.pan.ciphertext)
-    .bind(card.cvc.as_ref().map(|c| c.key_id.clone()))
-    .bind(card.cvc.as_ref().map(|c| c.wrapped_key.clone()))
-    .bind(card.cvc.as_ref().map(|c| c.ciphertext.clone()))
-    .bind(card.created)
-    .execute(&mut **tx)
-    .await?;
+    );
+    statement
+        .bind(card.id.to_string())?
+        .bind(card.merchant_id.to_string())?
+        .bind(card.livemode)?
+        .bind(card.customer.map(|c| c.to_string()))?
+        .bind(card.brand.clone())?
+        .bind(card.first6.clone())?
+        .bind(card.last4.clone())?
+        .bind(card.exp_month)?
+        .bind(card.exp_year)?
+        .bind(card.fingerprint.clone())?
+        .bind(card.pan.key_id.clone())?
+        .bind(card.pan.wrapped_key.clone())?
+        .bind(card.pan.ciphertext.clone())?
+        .bind(card.cvc.as_ref().map(|c| c.key_id.clone()))?
+        .bind(card.cvc.as_ref().map(|c| c.wrapped_key.clone()))?
+        .bind(card.cvc.as_ref().map(|c| c.ciphertext.clone()))?
+        .bind(card.created)?;
     Ok(())
 }
 

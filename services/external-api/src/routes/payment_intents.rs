@@ -25,7 +25,8 @@ use snakepay_domain::payment_intent::{
     TransitionError,
 };
 use snakepay_http::{ApiError, MetadataUpdate, ParamReader, RequestIdExt, StripeParams};
-use snakepay_store::intents::{self, IntentRecord, NewAttempt};
+use snakepay_store::effects::NewIntent;
+use snakepay_store::intents::{self, CardRecord, IntentRecord, NewAttempt};
 use snakepay_store::{charges, customers};
 use sqlx::{PgConnection, Postgres, Transaction};
 use subtle::ConstantTimeEq;
@@ -207,13 +208,16 @@ fn payment_method_source(
     }
 }
 
-async fn resolve_payment_method(
+/// The payment method a change pays with: an existing one of the merchant
+/// (checked to belong to the intent's customer, if saved to one) or a new
+/// card, sealed here and returned for the caller to insert with its change.
+async fn payment_method_of(
     tx: &mut Transaction<'static, Postgres>,
     state: &AppState,
     auth: &Auth,
     source: &PaymentMethodSource,
     customer: Option<snakepay_domain::ids::CustomerId>,
-) -> Result<PaymentMethodId, WorkError> {
+) -> Result<(PaymentMethodId, Option<CardRecord>), WorkError> {
     let context = &auth.0;
     match source {
         PaymentMethodSource::Existing(text) => {
@@ -235,7 +239,7 @@ async fn resolve_payment_method(
                     "The provided PaymentMethod belongs to another customer.",
                 )));
             }
-            Ok(id)
+            Ok((id, None))
         }
         PaymentMethodSource::NewCard(card) => {
             let id = PaymentMethodId::generate(state.region, context.shard())
@@ -249,10 +253,24 @@ async fn resolve_payment_method(
                 card,
                 now(),
             )?;
-            intents::insert_card(tx, &record).await?;
-            Ok(id)
+            Ok((id, Some(record)))
         }
     }
+}
+
+/// [`payment_method_of`], inserting a new card at once.
+async fn resolve_payment_method(
+    tx: &mut Transaction<'static, Postgres>,
+    state: &AppState,
+    auth: &Auth,
+    source: &PaymentMethodSource,
+    customer: Option<snakepay_domain::ids::CustomerId>,
+) -> Result<PaymentMethodId, WorkError> {
+    let (id, new_card) = payment_method_of(tx, state, auth, source, customer).await?;
+    if let Some(card) = new_card {
+        intents::insert_card(tx, &card).await?;
+    }
+    Ok(id)
 }
 
 pub(crate) fn transition_error(error: TransitionError) -> WorkError {
@@ -519,11 +537,13 @@ async fn create(
                 }
                 None => None,
             };
-            let payment_method = match &input.source {
+            let (payment_method, new_card) = match &input.source {
                 Some(source) => {
-                    Some(resolve_payment_method(&mut tx, state, auth, source, customer).await?)
+                    let (id, card) =
+                        payment_method_of(&mut tx, state, auth, source, customer).await?;
+                    (Some(id), card)
                 }
-                None => None,
+                None => (None, None),
             };
             let created = payment_intent::create(NewPaymentIntent {
                 id,
@@ -565,9 +585,17 @@ async fn create(
                 statement_descriptor_suffix: input.statement_descriptor_suffix.clone(),
                 version: 1,
             };
-            intents::insert(&mut tx, &record).await?;
             let attempt_row = confirmed_attempt.and_then(|(a, c)| attempt_row(&record, a, c, auth));
-            write_effects(&mut tx, auth, &record, &effects, attempt_row, &origin).await?;
+            // The card, the intent, its attempt, events and command: one
+            // statement.
+            let new = NewIntent {
+                card: new_card.as_ref(),
+                intent: &record,
+                attempt: attempt_row.as_ref(),
+            };
+            let context =
+                common::effect_context(auth, origin.request_id, origin.reply_to, "payment_intent");
+            snakepay_store::effects::write_new_intent(&mut tx, &new, &effects, context).await?;
             let body = render(&mut tx, auth, &record, &input.expand).await?;
             Ok((tx, answer(&body, &record)?))
         }

@@ -210,7 +210,7 @@ async fn the_charge_in_an_outcomes_events_is_the_charge_the_api_shows() {
         );
         assert_eq!(
             snapshots(&pool, &id(&intent), intent_event(&intent)).await,
-            [intent.clone()],
+            std::slice::from_ref(&intent),
             "{number}"
         );
     }
