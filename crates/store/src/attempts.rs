@@ -154,8 +154,7 @@ pub async fn record_authorization(
         "true",
     )?;
     statement.push(" select 1");
-    let (sql, args) = statement.finish();
-    sqlx::query_with(&sql, args).execute(&mut **tx).await?;
+    statement.execute(&mut **tx).await?;
     Ok(())
 }
 

@@ -11,7 +11,7 @@
 use std::fmt::Write as _;
 
 use sqlx::postgres::PgArguments;
-use sqlx::{Arguments, Encode, Postgres, Type};
+use sqlx::{Arguments, Decode, Encode, PgExecutor, Postgres, Type};
 
 /// A statement under construction: its text and its arguments, in order.
 #[derive(Default)]
@@ -70,10 +70,32 @@ impl Statement {
         self.args.len() == 0
     }
 
-    /// The text and the arguments, for `sqlx::query_with` (a prepared
-    /// statement, cached per connection by its text).
-    pub fn finish(self) -> (String, PgArguments) {
-        (self.sql, self.args)
+    /// Runs the statement (prepared, and cached per connection by its
+    /// text); returns how many rows its main query affected.
+    pub async fn execute<'c>(self, executor: impl PgExecutor<'c>) -> Result<u64, sqlx::Error> {
+        let result = sqlx::query_with(&self.sql, self.args)
+            .execute(executor)
+            .await?;
+        Ok(result.rows_affected())
+    }
+
+    /// Runs the statement and returns the first column of its first row,
+    /// if it returned one.
+    pub async fn fetch_scalar<'c, T>(
+        self,
+        executor: impl PgExecutor<'c>,
+    ) -> Result<Option<T>, sqlx::Error>
+    where
+        T: for<'r> Decode<'r, Postgres> + Type<Postgres> + Send + Unpin,
+    {
+        sqlx::query_scalar_with(&self.sql, self.args)
+            .fetch_optional(executor)
+            .await
+    }
+
+    #[cfg(test)]
+    fn sql(&self) -> &str {
+        &self.sql
     }
 }
 
@@ -90,9 +112,8 @@ mod tests {
         statement.bind(2_i64).unwrap().bind("y").unwrap();
         statement.push("select $1, '$' || 'x', $10");
         assert_eq!(statement.len(), 4);
-        let (sql, _) = statement.finish();
         assert_eq!(
-            sql,
+            statement.sql(),
             "with a as (insert into t values ($1, $2)), \
              b as (update u set v = $3 where w = $4 and $3 > 0) \
              select $5, '$' || 'x', $14"

@@ -108,8 +108,7 @@ pub async fn write_new_intent(
         )?;
     }
     statement.push(" select 1");
-    let (sql, args) = statement.finish();
-    sqlx::query_with(&sql, args).execute(&mut **tx).await?;
+    statement.execute(&mut **tx).await?;
     Ok(())
 }
 
@@ -174,10 +173,7 @@ pub async fn commit_at_once(
         )?;
     }
     statement.push(" select version from intent");
-    let (sql, args) = statement.finish();
-    Ok(sqlx::query_scalar_with(&sql, args)
-        .fetch_optional(pool)
-        .await?)
+    Ok(statement.fetch_scalar(pool).await?)
 }
 
 /// The rows a transition's effects write, but for the journal's lines.

@@ -96,8 +96,7 @@ pub async fn record_with(
     statement.push("with ");
     push(&mut statement, events, also, "true")?;
     statement.push(" select 1");
-    let (sql, args) = statement.finish();
-    sqlx::query_with(&sql, args).execute(&mut **tx).await?;
+    statement.execute(&mut **tx).await?;
     Ok(())
 }
 

@@ -137,26 +137,41 @@ pub async fn insert(
 ) -> anyhow::Result<()> {
     let mut statement = Statement::new();
     push_insert(&mut statement, record)?;
-    let (sql, args) = statement.finish();
-    sqlx::query_with(&sql, args).execute(&mut **tx).await?;
+    statement.execute(&mut **tx).await?;
     Ok(())
 }
 
 /// [`insert`] as a piece of a statement ([`crate::compose`]).
 pub(crate) fn push_insert(statement: &mut Statement, record: &IntentRecord) -> anyhow::Result<()> {
-    record
-        .intent
-        .check_invariants()
-        .map_err(|e| anyhow::anyhow!("refusing to save an invalid intent: {e}"))?;
-    statement.push(&format!(
-        "insert into payment_intents ({COLUMNS}) values
-         ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20,
-          $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, 1, $31)"
-    ));
+    statement.push(
+        "insert into payment_intents (id, merchant_id, livemode, client_secret, payment_method_types,
+             created, version, amount, currency, status, capture_method, amount_capturable,
+             amount_received, amount_refunded, amount_refund_pending, customer_id, payment_method_id,
+             latest_attempt_id, latest_charge_id, authorized_attempt_id, pending, last_payment_error,
+             next_action, cancellation_reason, canceled_at, capture_before, description, metadata,
+             receipt_email, return_url, statement_descriptor, statement_descriptor_suffix)
+         values ($1, $2, $3, $4, $5, $6, 1, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18,
+                 $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31)",
+    );
     statement
         .bind(record.intent.id.to_string())?
         .bind(record.merchant_id.to_string())?
         .bind(record.livemode)?
+        .bind(record.client_secret.clone())?
+        .bind(record.payment_method_types.clone())?
+        .bind(record.intent.created)?;
+    bind_state(statement, record)
+}
+
+/// The intent's state as [`push_insert`] and [`UPDATE`] write it, in the
+/// order of their columns from `amount` to `statement_descriptor_suffix`
+/// (25 arguments). An intent that breaks its invariants is never saved.
+fn bind_state(statement: &mut Statement, record: &IntentRecord) -> anyhow::Result<()> {
+    record
+        .intent
+        .check_invariants()
+        .map_err(|e| anyhow::anyhow!("refusing to save an invalid intent: {e}"))?;
+    statement
         .bind(record.intent.amount.minor())?
         .bind(record.intent.amount.currency().code())?
         .bind(record.intent.status.as_str())?
@@ -183,15 +198,12 @@ pub(crate) fn push_insert(statement: &mut Statement, record: &IntentRecord) -> a
         )?
         .bind(record.intent.canceled_at)?
         .bind(record.intent.capture_before)?
-        .bind(record.client_secret.clone())?
         .bind(record.description.clone())?
         .bind(serde_json::to_value(&record.metadata)?)?
-        .bind(record.payment_method_types.clone())?
         .bind(record.receipt_email.clone())?
         .bind(record.return_url.clone())?
         .bind(record.statement_descriptor.clone())?
-        .bind(record.statement_descriptor_suffix.clone())?
-        .bind(record.intent.created)?;
+        .bind(record.statement_descriptor_suffix.clone())?;
     Ok(())
 }
 
@@ -216,45 +228,9 @@ pub(crate) fn bind_update(
     record: &IntentRecord,
     read_at: Option<i64>,
 ) -> anyhow::Result<()> {
-    record
-        .intent
-        .check_invariants()
-        .map_err(|e| anyhow::anyhow!("refusing to save an invalid intent: {e}"))?;
-    statement
-        .bind(record.intent.id.to_string())?
-        .bind(record.intent.amount.minor())?
-        .bind(record.intent.amount.currency().code())?
-        .bind(record.intent.status.as_str())?
-        .bind(text(&record.intent.capture_method)?)?
-        .bind(record.intent.amount_capturable)?
-        .bind(record.intent.amount_received)?
-        .bind(record.intent.amount_refunded)?
-        .bind(record.intent.amount_refund_pending)?
-        .bind(record.customer.map(|c| c.to_string()))?
-        .bind(record.intent.payment_method.map(|p| p.to_string()))?
-        .bind(record.intent.latest_attempt.map(|a| a.to_string()))?
-        .bind(record.intent.latest_charge.map(|c| c.to_string()))?
-        .bind(record.intent.authorized_attempt.map(|a| a.to_string()))?
-        .bind(json_or_null(&record.intent.pending)?)?
-        .bind(json_or_null(&record.intent.last_payment_error)?)?
-        .bind(json_or_null(&record.intent.next_action)?)?
-        .bind(
-            record
-                .intent
-                .cancellation_reason
-                .as_ref()
-                .map(text)
-                .transpose()?,
-        )?
-        .bind(record.intent.canceled_at)?
-        .bind(record.intent.capture_before)?
-        .bind(record.description.clone())?
-        .bind(serde_json::to_value(&record.metadata)?)?
-        .bind(record.receipt_email.clone())?
-        .bind(record.return_url.clone())?
-        .bind(record.statement_descriptor.clone())?
-        .bind(record.statement_descriptor_suffix.clone())?
-        .bind(read_at)?;
+    statement.bind(record.intent.id.to_string())?;
+    bind_state(statement, record)?;
+    statement.bind(read_at)?;
     Ok(())
 }
 
@@ -267,11 +243,10 @@ pub async fn update(
     let mut statement = Statement::new();
     statement.push(UPDATE);
     bind_update(&mut statement, record, None)?;
-    let (sql, args) = statement.finish();
-    let version: i64 = sqlx::query_scalar_with(&sql, args)
-        .fetch_one(&mut **tx)
-        .await?;
-    record.version = version;
+    record.version = statement
+        .fetch_scalar(&mut **tx)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("intent {} vanished", record.intent.id))?;
     Ok(())
 }
 
@@ -415,8 +390,7 @@ pub async fn insert_attempt(
 ) -> anyhow::Result<()> {
     let mut statement = Statement::new();
     push_insert_attempt(&mut statement, attempt)?;
-    let (sql, args) = statement.finish();
-    sqlx::query_with(&sql, args).execute(&mut **tx).await?;
+    statement.execute(&mut **tx).await?;
     Ok(())
 }
 
@@ -486,8 +460,7 @@ pub async fn insert_card(
 ) -> anyhow::Result<()> {
     let mut statement = Statement::new();
     push_insert_card(&mut statement, card)?;
-    let (sql, args) = statement.finish();
-    sqlx::query_with(&sql, args).execute(&mut **tx).await?;
+    statement.execute(&mut **tx).await?;
     Ok(())
 }
 

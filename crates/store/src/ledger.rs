@@ -30,11 +30,10 @@ pub async fn post(
     statement.push("with ");
     push(&mut statement, context, journal, "true")?;
     statement.push(" select id from header");
-    let (sql, args) = statement.finish();
-    let journal_id: i64 = sqlx::query_scalar_with(&sql, args)
-        .fetch_one(&mut **tx)
-        .await?;
-    Ok(journal_id)
+    statement
+        .fetch_scalar(&mut **tx)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("the journal's insert returned no id"))
 }
 
 /// [`post`] as CTEs of a larger statement ([`crate::compose`]): `header`

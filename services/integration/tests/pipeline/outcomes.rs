@@ -44,12 +44,7 @@ async fn an_authorization_commits_at_once_only_while_the_intent_is_at_the_versio
     let intent_id = id(&pipeline
         .pay(&merchant, "4242424242424242", 1_200, "automatic")
         .await);
-    let pool = pipeline
-        .db
-        .store
-        .shard(merchant.id.shard())
-        .unwrap()
-        .clone();
+    let pool = pipeline.shard_of(&merchant);
     let parsed = PaymentIntentId::parse(&intent_id).unwrap();
     let read = intents::load_by_id(&pool, parsed).await.unwrap().unwrap();
     let Some(PendingOperation::Authorize { attempt, .. }) = read.intent.pending else {
@@ -186,12 +181,7 @@ async fn an_authorization_commits_at_once_only_while_the_intent_is_at_the_versio
 async fn the_charge_in_an_outcomes_events_is_the_charge_the_api_shows() {
     let pipeline = Pipeline::start().await;
     let merchant = pipeline.merchant().await;
-    let pool = pipeline
-        .db
-        .store
-        .shard(merchant.id.shard())
-        .unwrap()
-        .clone();
+    let pool = pipeline.shard_of(&merchant);
     for (number, event_type) in [
         ("4242424242424242", "charge.succeeded"),
         ("4000000000000002", "charge.failed"),

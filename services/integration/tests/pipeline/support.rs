@@ -369,6 +369,11 @@ impl Pipeline {
             .collect()
     }
 
+    /// The merchant's shard.
+    pub fn shard_of(&self, merchant: &Merchant) -> sqlx::PgPool {
+        self.db.store.shard(merchant.id.shard()).unwrap().clone()
+    }
+
     pub async fn scalar_i64(&self, shard: ShardNumber, sql: &str) -> i64 {
         sqlx::query_scalar::<_, i64>(sql)
             .fetch_one(self.db.store.shard(shard).unwrap())
