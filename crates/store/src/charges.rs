@@ -66,6 +66,53 @@ impl ChargeView {
     }
 }
 
+/// The charge's own columns when read with an attempt `a` and its payment
+/// method `m` (aliased `charge_*`), as [`crate::intents::load_by_id_with_card`]
+/// reads them next to the intent: the basis of the outcome's charge
+/// snapshot, without a read of its own.
+pub(crate) const OF_ATTEMPT_COLUMNS: &str = "a.charge_id as charge_id, a.amount as charge_amount,
+     a.currency as charge_currency, a.status as charge_status,
+     a.failure_code as charge_failure_code, a.failure_message as charge_failure_message,
+     a.created as charge_created, m.id as charge_payment_method, m.brand as charge_card_brand,
+     m.last4 as charge_card_last4, m.exp_month as charge_card_exp_month,
+     m.exp_year as charge_card_exp_year, m.fingerprint as charge_card_fingerprint";
+
+/// The charge of a row with [`OF_ATTEMPT_COLUMNS`] and its intent, as
+/// [`find`] would read it; `None` when they are null (an outer join found
+/// no attempt).
+pub(crate) fn of_attempt_row(
+    row: &sqlx::postgres::PgRow,
+    intent: &IntentRecord,
+) -> anyhow::Result<Option<ChargeView>> {
+    let Some(id) = row.try_get::<Option<String>, _>("charge_id")? else {
+        return Ok(None);
+    };
+    Ok(Some(ChargeView {
+        is_latest: intent.intent.latest_charge.map(|c| c.to_string()).as_ref() == Some(&id),
+        id,
+        payment_intent: intent.intent.id.to_string(),
+        livemode: intent.livemode,
+        amount: row.try_get("charge_amount")?,
+        currency: row.try_get("charge_currency")?,
+        attempt_status: row.try_get("charge_status")?,
+        failure_code: row.try_get("charge_failure_code")?,
+        failure_message: row.try_get("charge_failure_message")?,
+        created: row.try_get("charge_created")?,
+        payment_method: row.try_get("charge_payment_method")?,
+        card_brand: row.try_get("charge_card_brand")?,
+        card_last4: row.try_get("charge_card_last4")?,
+        card_exp_month: row.try_get("charge_card_exp_month")?,
+        card_exp_year: row.try_get("charge_card_exp_year")?,
+        card_fingerprint: row.try_get("charge_card_fingerprint")?,
+        amount_received: intent.intent.amount_received,
+        amount_refunded: intent.intent.amount_refunded,
+        customer: intent.customer.map(|c| c.to_string()),
+        description: intent.description.clone(),
+        metadata: serde_json::to_value(&intent.metadata)?,
+        intent_version: intent.version,
+    }))
+}
+
 pub async fn find(
     executor: impl PgExecutor<'_>,
     id: ChargeId,

@@ -561,30 +561,47 @@ pub async fn stale_in_flight(
 
 /// An intent by ID with the sealed card of its attempt `attempt`, in one
 /// round trip: what the integration service reads before it acts on a
-/// command. The card is `None` when `attempt` is not this intent's, has no
-/// card, or is past its authorization (a capture needs no card).
+/// command. The card and the charge are `None` when `attempt` is not this
+/// intent's, has no card, or is past its authorization (a capture needs no
+/// card).
 pub async fn load_by_id_with_card(
     pool: &PgPool,
     id: PaymentIntentId,
     attempt: AttemptId,
-) -> anyhow::Result<Option<(IntentRecord, Option<crate::attempts::AttemptCard>)>> {
+) -> anyhow::Result<Option<WithCard>> {
     let row = sqlx::query(&format!(
         "select {COLUMNS}, card.* from payment_intents i
          left join lateral (
-             select {SEALED_CARD_COLUMNS} from payment_attempts a
+             select {SEALED_CARD_COLUMNS}, {CHARGE_COLUMNS} from payment_attempts a
              join payment_methods m on m.id = a.payment_method_id
              where a.id = $2 and a.payment_intent_id = i.id and a.status = 'pending'
          ) card on true
          where i.id = $1",
         SEALED_CARD_COLUMNS = crate::attempts::SEALED_CARD_COLUMNS,
+        CHARGE_COLUMNS = crate::charges::OF_ATTEMPT_COLUMNS,
     ))
     .bind(id.to_string())
     .bind(attempt.to_string())
     .fetch_optional(pool)
     .await?;
-    row.as_ref()
-        .map(|row| Ok((record_from_row(row)?, crate::attempts::card_from_row(row)?)))
-        .transpose()
+    let Some(row) = row else {
+        return Ok(None);
+    };
+    let record = record_from_row(&row)?;
+    Ok(Some(WithCard {
+        card: crate::attempts::card_from_row(&row)?,
+        charge: crate::charges::of_attempt_row(&row, &record)?,
+        record,
+    }))
+}
+
+/// An intent with what an authorization of its pending attempt needs: the
+/// sealed card to send, and the charge as it is before the answer (the
+/// basis of the answer's charge event).
+pub struct WithCard {
+    pub record: IntentRecord,
+    pub card: Option<crate::attempts::AttemptCard>,
+    pub charge: Option<crate::charges::ChargeView>,
 }
 
 /// An intent by ID alone, for the integration service acting on a

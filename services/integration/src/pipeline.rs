@@ -35,10 +35,10 @@ use snakepay_domain::payment_intent::{
 };
 use snakepay_domain::refund;
 use snakepay_store::attempts::{self, AttemptCard, AttemptStatus, AuthorizationRecord, SealedCard};
-use snakepay_store::charges;
+use snakepay_store::charges::{self, ChargeView};
 use snakepay_store::effects::{self, EffectContext};
 use snakepay_store::events::EventSource;
-use snakepay_store::intents::{self, IntentRecord};
+use snakepay_store::intents::{self, IntentRecord, WithCard};
 use snakepay_store::outbox::CommandPayload;
 use snakepay_store::refunds;
 use snakepay_store::{Store, retry};
@@ -166,9 +166,18 @@ impl Pipeline {
             Some(attempt) => intents::load_by_id_with_card(pool, intent_id, attempt).await?,
             None => intents::load_by_id(pool, intent_id)
                 .await?
-                .map(|record| (record, None)),
+                .map(|record| WithCard {
+                    record,
+                    card: None,
+                    charge: None,
+                }),
         };
-        let Some((record, card)) = loaded else {
+        let Some(WithCard {
+            record,
+            card,
+            charge,
+        }) = loaded
+        else {
             tracing::warn!(payment.id = %intent_id, "command for an unknown payment intent");
             return Ok(());
         };
@@ -201,7 +210,7 @@ impl Pipeline {
                     return Ok(());
                 };
                 return self
-                    .commit_authorization(pool, &record, attempt, answer, reply_to)
+                    .commit_authorization(pool, &record, charge, attempt, answer, reply_to)
                     .await;
             }
             PendingOperation::Capture { amount, .. } => {
@@ -549,6 +558,7 @@ impl Pipeline {
         &self,
         pool: &PgPool,
         loaded: &IntentRecord,
+        charge: Option<ChargeView>,
         attempt: AttemptId,
         answer: Authorization,
         reply_to: Option<&str>,
@@ -594,7 +604,14 @@ impl Pipeline {
             error: error.as_ref(),
         };
         let at_once = retry::transaction("commit authorization at once", || {
-            self.commit_authorization_at_once(pool, loaded, &outcome, &record, reply_to)
+            self.commit_authorization_at_once(
+                pool,
+                loaded,
+                charge.clone(),
+                &outcome,
+                &record,
+                reply_to,
+            )
         })
         .await?;
         if at_once {
@@ -653,6 +670,7 @@ impl Pipeline {
         &self,
         pool: &PgPool,
         loaded: &IntentRecord,
+        charge: Option<ChargeView>,
         outcome: &AuthorizationOutcome,
         record: &AuthorizationRecord<'_>,
         reply_to: Option<&str>,
@@ -677,16 +695,20 @@ impl Pipeline {
         }
         let mut intent = loaded.clone();
         intent.intent = t.intent;
-        let charge = match intent.intent.latest_charge {
-            Some(charge) if effects::about_a_charge(&t.effects) => {
-                match charges::find(pool, charge, intent.merchant_id, intent.livemode).await? {
-                    Some(view) => {
-                        let mut after = intent.clone();
-                        after.version += 1;
-                        Some(view.after_authorization(&after, record)?)
-                    }
-                    None => return Ok(false),
-                }
+        // The charge as read with the intent (or now, if it was not: a 3-D
+        // Secure answer's attempt is past `pending`), as it will be.
+        let charge = match (intent.intent.latest_charge, charge) {
+            (Some(id), read) if effects::about_a_charge(&t.effects) => {
+                let view = match read.filter(|view| view.id == id.to_string()) {
+                    Some(view) => Some(view),
+                    None => charges::find(pool, id, intent.merchant_id, intent.livemode).await?,
+                };
+                let Some(view) = view else {
+                    return Ok(false);
+                };
+                let mut after = intent.clone();
+                after.version += 1;
+                Some(view.after_authorization(&after, record)?)
             }
             _ => None,
         };

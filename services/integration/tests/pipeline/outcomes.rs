@@ -67,7 +67,7 @@ async fn an_authorization_commits_at_once_only_while_the_intent_is_at_the_versio
         processor_reference: Some("auth_by_hand"),
         error: None,
     };
-    let charge = charges::find(
+    let before = charges::find(
         &pool,
         after.intent.latest_charge.unwrap(),
         merchant.id,
@@ -75,15 +75,24 @@ async fn an_authorization_commits_at_once_only_while_the_intent_is_at_the_versio
     )
     .await
     .unwrap()
-    .unwrap()
-    .after_authorization(
-        &intents::IntentRecord {
-            version: read.version + 1,
-            ..after.clone()
-        },
-        &answer,
-    )
     .unwrap();
+    // What the integration service reads with the intent and its card is
+    // that charge, without a read of its own.
+    let with_card = intents::load_by_id_with_card(&pool, parsed, attempt)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(with_card.charge.as_ref(), Some(&before));
+    assert!(with_card.card.is_some());
+    let charge = before
+        .after_authorization(
+            &intents::IntentRecord {
+                version: read.version + 1,
+                ..after.clone()
+            },
+            &answer,
+        )
+        .unwrap();
     let context = EffectContext {
         source: EventSource {
             merchant_id: merchant.id,
