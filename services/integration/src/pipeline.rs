@@ -603,7 +603,7 @@ impl Pipeline {
             processor_reference: reference,
             error: error.as_ref(),
         };
-        let at_once = retry::transaction("commit authorization at once", || {
+        let at_once = retry::transaction("commit authorization", || {
             self.commit_authorization_at_once(
                 pool,
                 loaded,
