@@ -54,8 +54,16 @@ impl ChargeView {
         self.attempt_status = attempt.status.as_str().to_owned();
         self.failure_code = failure_code(attempt.error)?;
         self.failure_message = attempt.error.map(|e| e.message.clone());
+        self.with_intent(intent)
+    }
+
+    /// The intent's share of the charge: its totals, customer, description,
+    /// metadata and version, as [`find`] reads them from the intent's row.
+    fn with_intent(mut self, intent: &IntentRecord) -> anyhow::Result<ChargeView> {
         self.is_latest =
-            intent.intent.latest_charge.map(|c| c.to_string()) == Some(self.id.clone());
+            intent.intent.latest_charge.map(|c| c.to_string()).as_ref() == Some(&self.id);
+        self.payment_intent = intent.intent.id.to_string();
+        self.livemode = intent.livemode;
         self.amount_received = intent.intent.amount_received;
         self.amount_refunded = intent.intent.amount_refunded;
         self.customer = intent.customer.map(|c| c.to_string());
@@ -87,11 +95,8 @@ pub(crate) fn of_attempt_row(
     let Some(id) = row.try_get::<Option<String>, _>("charge_id")? else {
         return Ok(None);
     };
-    Ok(Some(ChargeView {
-        is_latest: intent.intent.latest_charge.map(|c| c.to_string()).as_ref() == Some(&id),
+    ChargeView {
         id,
-        payment_intent: intent.intent.id.to_string(),
-        livemode: intent.livemode,
         amount: row.try_get("charge_amount")?,
         currency: row.try_get("charge_currency")?,
         attempt_status: row.try_get("charge_status")?,
@@ -104,13 +109,19 @@ pub(crate) fn of_attempt_row(
         card_exp_month: row.try_get("charge_card_exp_month")?,
         card_exp_year: row.try_get("charge_card_exp_year")?,
         card_fingerprint: row.try_get("charge_card_fingerprint")?,
-        amount_received: intent.intent.amount_received,
-        amount_refunded: intent.intent.amount_refunded,
-        customer: intent.customer.map(|c| c.to_string()),
-        description: intent.description.clone(),
-        metadata: serde_json::to_value(&intent.metadata)?,
-        intent_version: intent.version,
-    }))
+        // The intent's share, from `intent` just below.
+        payment_intent: String::new(),
+        livemode: false,
+        is_latest: false,
+        amount_received: 0,
+        amount_refunded: 0,
+        customer: None,
+        description: None,
+        metadata: serde_json::Value::Null,
+        intent_version: 0,
+    }
+    .with_intent(intent)
+    .map(Some)
 }
 
 pub async fn find(

@@ -61,15 +61,6 @@ impl Statement {
         Ok(self)
     }
 
-    /// How many arguments are bound.
-    pub fn len(&self) -> usize {
-        self.args.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.args.len() == 0
-    }
-
     /// Runs the statement (prepared, and cached per connection by its
     /// text); returns how many rows its main query affected.
     pub async fn execute<'c>(self, executor: impl PgExecutor<'c>) -> Result<u64, sqlx::Error> {
@@ -111,7 +102,6 @@ mod tests {
         statement.push("b as (update u set v = $1 where w = $2 and $1 > 0) ");
         statement.bind(2_i64).unwrap().bind("y").unwrap();
         statement.push("select $1, '$' || 'x', $10");
-        assert_eq!(statement.len(), 4);
         assert_eq!(
             statement.sql(),
             "with a as (insert into t values ($1, $2)), \

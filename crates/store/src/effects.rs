@@ -63,24 +63,19 @@ pub struct NewIntent<'a> {
 /// Inserts a new intent (with its new card and first attempt) and writes the
 /// effects of its creation — events with their deliveries, commands, a
 /// journal — in one statement: a checkout's first write is one round trip
-/// instead of five. Effects with an event about a charge (none on creation)
-/// read the charge after the inserts, so they are written the usual way.
+/// instead of five. Creation never emits an event about a charge (its
+/// snapshot would need the rows inserted here); such effects are refused.
 pub async fn write_new_intent(
     tx: &mut Transaction<'_, Postgres>,
     new: &NewIntent<'_>,
     effects: &Effects,
     context: EffectContext<'_>,
 ) -> anyhow::Result<()> {
-    if about_a_charge(effects) {
-        if let Some(card) = new.card {
-            intents::insert_card(tx, card).await?;
-        }
-        intents::insert(tx, new.intent).await?;
-        if let Some(attempt) = new.attempt {
-            intents::insert_attempt(tx, attempt).await?;
-        }
-        return write(tx, new.intent, None, effects, context).await;
-    }
+    // A charge's snapshot would need the rows this statement inserts.
+    anyhow::ensure!(
+        !about_a_charge(effects),
+        "a new intent's effects cannot carry an event about its charge"
+    );
     let rows = Rows::of(new.intent, None, None, effects, context)?;
     let mut statement = Statement::new();
     statement.push("with ");
@@ -97,16 +92,7 @@ pub async fn write_new_intent(
         intents::push_insert_attempt(&mut statement, attempt)?;
         statement.push("), ");
     }
-    events::push(&mut statement, &rows.events, &rows.commands, "true")?;
-    if let Some(journal) = &effects.journal {
-        statement.push(", ");
-        ledger::push(
-            &mut statement,
-            rows.journal_context(context),
-            journal,
-            "true",
-        )?;
-    }
+    rows.push(&mut statement, effects, context, "true")?;
     statement.push(" select 1");
     statement.execute(&mut **tx).await?;
     Ok(())
@@ -162,16 +148,7 @@ pub async fn commit_at_once(
     statement.push("), ");
     attempts::push_authorization(&mut statement, &outcome.attempt, GUARD)?;
     statement.push(", ");
-    events::push(&mut statement, &rows.events, &rows.commands, GUARD)?;
-    if let Some(journal) = &outcome.effects.journal {
-        statement.push(", ");
-        ledger::push(
-            &mut statement,
-            rows.journal_context(outcome.context),
-            journal,
-            GUARD,
-        )?;
-    }
+    rows.push(&mut statement, outcome.effects, outcome.context, GUARD)?;
     statement.push(" select version from intent");
     Ok(statement.fetch_scalar(pool).await?)
 }
@@ -221,6 +198,23 @@ impl Rows {
             refund_id: refund.map(|r| r.refund.id.to_string()),
             livemode: intent.livemode,
         })
+    }
+
+    /// The events, deliveries, commands and journal as CTEs of `statement`,
+    /// written only where `guard` (SQL) holds.
+    fn push(
+        &self,
+        statement: &mut Statement,
+        effects: &Effects,
+        context: EffectContext<'_>,
+        guard: &str,
+    ) -> anyhow::Result<()> {
+        events::push(statement, &self.events, &self.commands, guard)?;
+        if let Some(journal) = &effects.journal {
+            statement.push(", ");
+            ledger::push(statement, self.journal_context(context), journal, guard)?;
+        }
+        Ok(())
     }
 
     fn journal_context<'a>(&'a self, context: EffectContext<'a>) -> ledger::JournalContext<'a> {

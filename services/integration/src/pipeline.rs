@@ -695,6 +695,11 @@ impl Pipeline {
         }
         let mut intent = loaded.clone();
         intent.intent = t.intent;
+        // The intent as the commit leaves it: at the next version.
+        let committed = IntentRecord {
+            version: intent.version + 1,
+            ..intent.clone()
+        };
         // The charge as read with the intent (or now, if it was not: a 3-D
         // Secure answer's attempt is past `pending`), as it will be.
         let charge = match (intent.intent.latest_charge, charge) {
@@ -706,17 +711,13 @@ impl Pipeline {
                 let Some(view) = view else {
                     return Ok(false);
                 };
-                let mut after = intent.clone();
-                after.version += 1;
-                Some(view.after_authorization(&after, record)?)
+                Some(view.after_authorization(&committed, record)?)
             }
             _ => None,
         };
         // The cache learns the new version before the commit (see
         // `invalidate`); a write that does not happen only costs a reload.
-        let mut invalidated = intent.clone();
-        invalidated.version += 1;
-        self.invalidate(&invalidated).await;
+        self.invalidate(&committed).await;
         let committed = effects::commit_at_once(
             pool,
             &effects::AuthorizationOutcome {
