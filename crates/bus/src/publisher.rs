@@ -2,7 +2,9 @@
 //! after the broker has written the message to its queues (quorum queues
 //! confirm after a majority fsynced it). A nack, a returned (unroutable)
 //! message, a closed channel or a missing confirm is an error, and the
-//! caller keeps its own copy (the outbox row) to try again.
+//! caller keeps its own copy (the outbox row) to try again. Outcome replies,
+//! which may be lost, go out without confirms
+//! ([`Publisher::connect_unconfirmed`]).
 
 use std::time::Duration;
 
@@ -55,6 +57,8 @@ pub struct Outgoing {
 pub struct Publisher {
     url: String,
     state: Mutex<State>,
+    /// Confirm mode: see [`Publisher::connect_unconfirmed`] for the other.
+    confirms: bool,
 }
 
 #[derive(Debug, Default)]
@@ -66,9 +70,24 @@ struct State {
 impl Publisher {
     /// Connects now, so a wrong URL shows at start-up.
     pub async fn connect(url: &str) -> Result<Publisher, PublishError> {
+        Publisher::open(url, true).await
+    }
+
+    /// A publisher for messages that may be lost (outcome replies, which
+    /// are only wake-ups): no confirm mode and not mandatory, so a publish
+    /// returns once lapin has the frame, and the broker neither confirms
+    /// nor returns anything. A confirmed reply cost the integration service
+    /// a wait per outcome (holding the channel, so replies went out one at a
+    /// time) and the broker a confirm, for nothing: a reply is never retried.
+    pub async fn connect_unconfirmed(url: &str) -> Result<Publisher, PublishError> {
+        Publisher::open(url, false).await
+    }
+
+    async fn open(url: &str, confirms: bool) -> Result<Publisher, PublishError> {
         let publisher = Publisher {
             url: url.to_owned(),
             state: Mutex::new(State::default()),
+            confirms,
         };
         {
             let mut state = publisher.state.lock().await;
@@ -122,14 +141,16 @@ impl Publisher {
                     // Mandatory: a message no queue takes comes back to us
                     // rather than vanishing.
                     BasicPublishOptions {
-                        mandatory: true,
+                        mandatory: self.confirms,
                         ..BasicPublishOptions::default()
                     },
                     &message.envelope.to_bytes()?,
                     message.envelope.properties()?,
                 )
                 .await?;
-            pending.push((confirm, message));
+            if self.confirms {
+                pending.push((confirm, message));
+            }
         }
         let all = async {
             for (confirm, message) in pending {
@@ -168,9 +189,11 @@ impl Publisher {
             .as_ref()
             .ok_or_else(|| PublishError::Connect(anyhow::anyhow!("no connection")))?;
         let channel = connection.create_channel().await?;
-        channel
-            .confirm_select(ConfirmSelectOptions::default())
-            .await?;
+        if self.confirms {
+            channel
+                .confirm_select(ConfirmSelectOptions::default())
+                .await?;
+        }
         state.channel = Some(channel.clone());
         Ok(channel)
     }

@@ -63,38 +63,52 @@ pub struct NewIntent<'a> {
 /// Inserts a new intent (with its new card and first attempt) and writes the
 /// effects of its creation — events with their deliveries, commands, a
 /// journal — in one statement: a checkout's first write is one round trip
-/// instead of five. Creation never emits an event about a charge (its
-/// snapshot would need the rows inserted here); such effects are refused.
+/// instead of five.
 pub async fn write_new_intent(
     tx: &mut Transaction<'_, Postgres>,
     new: &NewIntent<'_>,
     effects: &Effects,
     context: EffectContext<'_>,
 ) -> anyhow::Result<()> {
-    // A charge's snapshot would need the rows this statement inserts.
+    let mut statement = Statement::new();
+    statement.push("with ");
+    push_new_intent(&mut statement, new, effects, context)?;
+    statement.execute(&mut **tx).await?;
+    Ok(())
+}
+
+/// [`write_new_intent`]'s statement, appended to `statement`, which holds
+/// `with ` and any CTEs that must come first (each followed by `, `): the
+/// External API puts the idempotency key with its response there, so that
+/// a create is one autocommit statement (`idempotency::push_answered`).
+/// Creation never emits an event about a charge (its snapshot would need
+/// the rows inserted here); such effects are refused.
+pub fn push_new_intent(
+    statement: &mut Statement,
+    new: &NewIntent<'_>,
+    effects: &Effects,
+    context: EffectContext<'_>,
+) -> anyhow::Result<()> {
     anyhow::ensure!(
         !about_a_charge(effects),
         "a new intent's effects cannot carry an event about its charge"
     );
     let rows = Rows::of(new.intent, None, None, effects, context)?;
-    let mut statement = Statement::new();
-    statement.push("with ");
     if let Some(card) = new.card {
         statement.push("new_card as (");
-        intents::push_insert_card(&mut statement, card)?;
+        intents::push_insert_card(statement, card)?;
         statement.push("), ");
     }
     statement.push("new_intent as (");
-    intents::push_insert(&mut statement, new.intent)?;
+    intents::push_insert(statement, new.intent)?;
     statement.push("), ");
     if let Some(attempt) = new.attempt {
         statement.push("new_attempt as (");
-        intents::push_insert_attempt(&mut statement, attempt)?;
+        intents::push_insert_attempt(statement, attempt)?;
         statement.push("), ");
     }
-    rows.push(&mut statement, effects, context, "true")?;
+    rows.push(statement, effects, context, "true")?;
     statement.push(" select 1");
-    statement.execute(&mut **tx).await?;
     Ok(())
 }
 

@@ -6,7 +6,10 @@
 //! rolled back, a change never commits without its replayable response, and
 //! a request that dies leaves nothing behind: its claim rolls back with it.
 //! Claiming inside the transaction also spares every keyed POST a commit of
-//! its own (docs/performance.md).
+//! its own (docs/performance.md). A write whose response is known before it
+//! runs (a create) goes further: the key goes in with its response as part
+//! of the one statement that makes the change ([`push_answered`]), and only
+//! a taken key sends the request down the [`claim`] path.
 //!
 //! Two requests with one key: the second one's claim waits on the first
 //! one's uncommitted row (PostgreSQL's unique index), for the milliseconds
@@ -25,6 +28,8 @@
 
 use snakepay_domain::ids::MerchantId;
 use sqlx::{PgConnection, PgPool, Postgres, Transaction};
+
+use crate::compose::Statement;
 
 /// How long a bare claim without a response (left by an earlier version,
 /// which committed claims on their own) blocks retries (409) before a retry
@@ -172,6 +177,50 @@ pub enum AfterFailure {
     NotHeld,
 }
 
+/// A key with its response, inserted at once: no claim phase. Alone (with
+/// `on conflict do nothing`) for [`complete_unchanged`]; as the first CTE of
+/// a write that is one statement ([`push_answered`]).
+const INSERT_ANSWERED: &str = "insert into idempotency_keys
+     (merchant_id, livemode, key, fingerprint, request_id, recovery_point,
+      response_status, response_body)
+ values ($1, $2, $3, $4, $5, 'finished', $6, $7)";
+
+/// Appends the insert of `owner`'s key with its response to `statement`.
+///
+/// For a write whose response is known before it runs (a create): the key,
+/// its response and the change go in as one autocommit statement, one round
+/// trip instead of `BEGIN`, [`claim`], the change, [`complete`], `COMMIT`.
+/// There is no `on conflict`: if the key exists, or another open
+/// transaction holds it (the insert waits for that one's end), the whole
+/// statement fails with the key's unique violation ([`is_held_elsewhere`])
+/// and writes nothing; the caller then takes the [`claim`] path, which
+/// replays, refuses or takes over as usual.
+pub fn push_answered(
+    statement: &mut Statement,
+    owner: &Claim<'_>,
+    status: u16,
+    body: &[u8],
+) -> anyhow::Result<()> {
+    statement.push(INSERT_ANSWERED);
+    statement
+        .bind(owner.merchant_id.to_string())?
+        .bind(owner.livemode)?
+        .bind(owner.key.to_owned())?
+        .bind(owner.fingerprint.to_owned())?
+        .bind(owner.request_id.to_owned())?
+        .bind(i32::from(status))?
+        .bind(body.to_vec())?;
+    Ok(())
+}
+
+/// The error of a [`push_answered`] statement whose key was already taken.
+pub fn is_held_elsewhere(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Database(db) => db.constraint() == Some("idempotency_keys_pkey"),
+        _ => false,
+    }
+}
+
 /// Stores the response of a request that changed nothing (an error found
 /// after execution began, its transaction rolled back, the claim with it):
 /// the key and its answer in a commit of their own, unless another request
@@ -182,22 +231,11 @@ pub async fn complete_unchanged(
     status: u16,
     body: &[u8],
 ) -> Result<AfterFailure, sqlx::Error> {
-    let inserted: Option<i32> = sqlx::query_scalar(
-        "insert into idempotency_keys
-             (merchant_id, livemode, key, fingerprint, request_id, recovery_point,
-              response_status, response_body)
-         values ($1, $2, $3, $4, $5, 'finished', $6, $7)
-         on conflict do nothing returning 1",
-    )
-    .bind(owner.merchant_id.to_string())
-    .bind(owner.livemode)
-    .bind(owner.key)
-    .bind(owner.fingerprint)
-    .bind(owner.request_id)
-    .bind(i32::from(status))
-    .bind(body)
-    .fetch_optional(pool)
-    .await?;
+    let mut statement = Statement::new();
+    push_answered(&mut statement, owner, status, body)
+        .map_err(|e| sqlx::Error::Encode(e.into()))?;
+    statement.push(" on conflict do nothing returning 1");
+    let inserted: Option<i32> = statement.fetch_scalar(pool).await?;
     if inserted.is_some() {
         return Ok(AfterFailure::Stored);
     }
@@ -271,7 +309,7 @@ pub struct ResponseBytes<'a> {
 /// so only that request can upgrade it, once, and never over a response
 /// someone else stored. Returns whether the response was replaced.
 pub async fn replace_response(
-    pool: &PgPool,
+    conn: &mut PgConnection,
     owner: &Claim<'_>,
     previous: ResponseBytes<'_>,
     next: ResponseBytes<'_>,
@@ -289,7 +327,7 @@ pub async fn replace_response(
     .bind(previous.body)
     .bind(i32::from(next.status))
     .bind(next.body)
-    .execute(pool)
+    .execute(conn)
     .await?;
     Ok(updated.rows_affected() == 1)
 }

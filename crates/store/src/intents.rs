@@ -16,7 +16,7 @@ use snakepay_domain::ids::{
 };
 use snakepay_domain::payment_intent::{PaymentIntent, PaymentIntentStatus};
 use sqlx::postgres::PgRow;
-use sqlx::{PgPool, Postgres, Row, Transaction};
+use sqlx::{PgExecutor, PgPool, Postgres, Row, Transaction};
 
 /// A PaymentIntent as stored: the domain state plus the API's fields.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -269,8 +269,8 @@ pub async fn load_for_update(
     row.as_ref().map(record_from_row).transpose()
 }
 
-pub async fn load(
-    pool: &PgPool,
+pub async fn load<'c>(
+    executor: impl PgExecutor<'c>,
     id: PaymentIntentId,
     merchant: MerchantId,
     livemode: bool,
@@ -281,7 +281,7 @@ pub async fn load(
     .bind(id.to_string())
     .bind(merchant.to_string())
     .bind(livemode)
-    .fetch_optional(pool)
+    .fetch_optional(executor)
     .await?;
     row.as_ref().map(record_from_row).transpose()
 }

@@ -224,8 +224,32 @@ fn pool(config: &DatabaseConfig, url: &str, user: Option<&str>) -> anyhow::Resul
     Ok(PgPoolOptions::new()
         .max_connections(config.max_connections)
         .acquire_timeout(Duration::from_millis(config.acquire_timeout_ms))
+        // sqlx pings every connection it hands out (and again when it takes
+        // it back): a round trip, with a wake-up of the backend and of the
+        // service, per use of the pool. Under load that doubled the round
+        // trips of a payment (docs/performance.md). The ping on release
+        // stays (sqlx always does it), so a connection in the pool was alive
+        // when it went back; one that waited there briefly is handed out
+        // as is, one that waited longer is pinged first.
+        .test_before_acquire(false)
+        .before_acquire(|conn, meta| {
+            Box::pin(async move {
+                if meta.idle_for >= PING_IF_IDLE_FOR {
+                    sqlx::Connection::ping(conn).await?;
+                }
+                Ok(true)
+            })
+        })
         .connect_lazy_with(options))
 }
+
+/// How long a connection may wait in the pool and still be handed out
+/// without a ping. Shorter than a restart of the server takes, so a
+/// connection that a restart broke is pinged (and replaced) before use: it
+/// went back to the pool alive, before the server went down. A connection
+/// killed on its own (`pg_terminate_backend`, a proxy) within that time
+/// fails its one use, as it could between a ping and a query anyway.
+const PING_IF_IDLE_FOR: Duration = Duration::from_millis(250);
 
 /// Unix seconds now. The one place the store reads the clock for
 /// `created` columns; the domain gets times passed in.

@@ -9,7 +9,7 @@ use snakepay_domain::currency::Currency;
 use snakepay_domain::ids::{AttemptId, ChargeId, MerchantId, PaymentIntentId, RefundId};
 use snakepay_domain::refund::{Refund, RefundStatus};
 use sqlx::postgres::PgRow;
-use sqlx::{PgPool, Postgres, Row, Transaction};
+use sqlx::{PgExecutor, PgPool, Postgres, Row, Transaction};
 
 use crate::intents::{ListQuery, Page, bind_page, finish_page, page_clause};
 
@@ -112,8 +112,8 @@ pub async fn update_outcome(
     Ok(())
 }
 
-pub async fn find(
-    pool: &PgPool,
+pub async fn find<'c>(
+    executor: impl PgExecutor<'c>,
     id: RefundId,
     merchant: MerchantId,
     livemode: bool,
@@ -124,7 +124,7 @@ pub async fn find(
     .bind(id.to_string())
     .bind(merchant.to_string())
     .bind(livemode)
-    .fetch_optional(pool)
+    .fetch_optional(executor)
     .await?;
     row.as_ref().map(from_row).transpose()
 }

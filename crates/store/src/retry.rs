@@ -28,6 +28,15 @@ where
     Fut: Future<Output = Result<T, E>>,
     E: AsRetryable,
 {
+    traced(name, retry(attempt)).await
+}
+
+/// Runs `work` (one transaction, or one statement that is its own) inside
+/// a database client span named `name`, marked as an error if it fails.
+pub async fn traced<T, E>(
+    name: &'static str,
+    work: impl Future<Output = Result<T, E>>,
+) -> Result<T, E> {
     let span = tracing::info_span!(
         "db.transaction",
         otel.name = name,
@@ -35,7 +44,7 @@ where
         otel.status_code = tracing::field::Empty,
         db.system = "postgresql",
     );
-    let result = tracing::Instrument::instrument(retry(attempt), span.clone()).await;
+    let result = tracing::Instrument::instrument(work, span.clone()).await;
     if result.is_err() {
         span.record("otel.status_code", "error");
     }

@@ -210,16 +210,17 @@ async fn only_the_request_that_stored_a_response_can_upgrade_it_and_only_once() 
         .await
         .unwrap();
     tx.commit().await.unwrap();
+    let mut conn = pool.acquire().await.unwrap();
 
     // Another request (a replay of the key, say) cannot upgrade it.
     let other = claim(merchant, "req_other");
     assert!(
-        !idempotency::replace_response(pool, &other, processing, declined)
+        !idempotency::replace_response(&mut conn, &other, processing, declined)
             .await
             .unwrap()
     );
     assert!(
-        idempotency::replace_response(pool, &owner, processing, declined)
+        idempotency::replace_response(&mut conn, &owner, processing, declined)
             .await
             .unwrap()
     );
@@ -227,7 +228,7 @@ async fn only_the_request_that_stored_a_response_can_upgrade_it_and_only_once() 
     // upgrade from it is refused.
     assert!(
         !idempotency::replace_response(
-            pool,
+            &mut conn,
             &owner,
             processing,
             ResponseBytes {
@@ -241,5 +242,110 @@ async fn only_the_request_that_stored_a_response_can_upgrade_it_and_only_once() 
     assert_eq!(
         claim_once(pool, &other).await,
         ClaimOutcome::Replay(stored(402, b"declined", "req_owner"))
+    );
+}
+
+/// A key inserted with its answer as a CTE of a larger write: the whole
+/// statement writes or nothing does. Taken keys (committed, or held by an
+/// open transaction, which the statement waits for) fail it with the key's
+/// own error, and the write beside it is not made.
+#[tokio::test]
+async fn a_key_answered_inside_a_write_fails_the_whole_write_when_taken() {
+    use snakepay_store::compose::Statement;
+
+    let db = testing::fresh(1).await.unwrap();
+    let pool = db.store.shard(ShardNumber(0)).unwrap();
+    let merchant = MerchantId::generate(RegionNumber(1), ShardNumber(0)).unwrap();
+    // The write beside the key: a row in the outbox, counted by its key.
+    let write = |owner: &Claim<'_>, marker: &str| {
+        let mut statement = Statement::new();
+        statement.push("with answered as (");
+        idempotency::push_answered(&mut statement, owner, 200, b"created").unwrap();
+        statement.push(
+            "), command as (insert into outbox (routing_key, payload) values ($1, '{}')) select 1",
+        );
+        statement.bind(marker.to_owned()).unwrap();
+        statement
+    };
+    let written = |marker: &'static str| async move {
+        let count: i64 = sqlx::query_scalar("select count(*) from outbox where routing_key = $1")
+            .bind(marker)
+            .fetch_one(pool)
+            .await
+            .unwrap();
+        count
+    };
+
+    let owner = claim(merchant, "req_first");
+    write(&owner, "first").execute(pool).await.unwrap();
+    assert_eq!(written("first").await, 1);
+    assert_eq!(
+        claim_once(pool, &claim(merchant, "req_retry")).await,
+        ClaimOutcome::Replay(stored(200, b"created", "req_first"))
+    );
+
+    // Committed: the second write fails whole, with the key's error.
+    let error = write(&claim(merchant, "req_second"), "second")
+        .execute(pool)
+        .await
+        .unwrap_err();
+    assert!(idempotency::is_held_elsewhere(&error), "{error}");
+    assert_eq!(written("second").await, 0);
+
+    // Held by an open transaction that then commits: the write waits for
+    // it, then fails the same way.
+    let held = Claim {
+        key: "key-2",
+        ..claim(merchant, "req_holder")
+    };
+    let holder = claimed(pool, &held).await;
+    let waiting = tokio::spawn({
+        let pool = pool.clone();
+        let statement = write(
+            &Claim {
+                key: "key-2",
+                ..claim(merchant, "req_waiter")
+            },
+            "waiter",
+        );
+        async move { statement.execute(&pool).await }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(
+        !waiting.is_finished(),
+        "the write waits for the key's holder"
+    );
+    holder.commit().await.unwrap();
+    let error = waiting.await.unwrap().unwrap_err();
+    assert!(idempotency::is_held_elsewhere(&error), "{error}");
+    assert_eq!(written("waiter").await, 0);
+
+    // A write that fails for another reason is not mistaken for a taken key.
+    let mut broken = Statement::new();
+    broken.push("with answered as (");
+    idempotency::push_answered(
+        &mut broken,
+        &Claim {
+            key: "key-3",
+            ..owner.clone()
+        },
+        200,
+        b"x",
+    )
+    .unwrap();
+    broken
+        .push("), bad as (insert into outbox (routing_key, payload) values (null, '{}')) select 1");
+    let error = broken.execute(pool).await.unwrap_err();
+    assert!(!idempotency::is_held_elsewhere(&error), "{error}");
+    assert_eq!(
+        claim_once(
+            pool,
+            &Claim {
+                key: "key-3",
+                ..owner
+            }
+        )
+        .await,
+        ClaimOutcome::Claimed
     );
 }

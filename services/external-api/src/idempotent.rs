@@ -20,11 +20,12 @@ use http::{HeaderValue, StatusCode};
 use sha2::Sha256;
 use snakepay_http::error::SHOULD_RETRY_HEADER;
 use snakepay_http::{ApiError, Params, StripeParams, idempotency_key};
+use snakepay_store::compose::Statement;
 use snakepay_store::idempotency::{
     self, AfterFailure, Claim, ClaimOutcome, ResponseBytes, StoredResponse,
 };
 use snakepay_store::retry::{self, AsRetryable};
-use sqlx::{PgPool, Postgres, Transaction};
+use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 
 use crate::auth::Auth;
 use crate::state::AppState;
@@ -277,35 +278,88 @@ where
     done(after_failure(pool, claim.as_ref(), failure).await)
 }
 
+/// A write whose response is known before it runs (a create), as one
+/// autocommit statement on `conn`: the key with its response
+/// (`idempotency::push_answered`) as the first CTE, then what `write`
+/// appends (its CTEs and the final `select`). One round trip and one commit
+/// instead of [`execute_phased`]'s five round trips.
+///
+/// `None` when nothing was written: the key is taken (a replay, another
+/// request under it, an earlier version's claim) or the statement failed.
+/// The caller then runs [`execute_phased`], which decides as always and
+/// stores or replays the answer; nothing half-written stands in its way.
+pub async fn write_at_once(
+    conn: &mut PgConnection,
+    request: &Request<'_>,
+    reply: Reply,
+    write: impl FnOnce(&mut Statement) -> anyhow::Result<()>,
+) -> Option<Executed> {
+    let mut statement = Statement::new();
+    statement.push("with ");
+    if let Some(claim) = request.claim() {
+        statement.push("answered as (");
+        let status = reply.status.as_u16();
+        if let Err(error) = idempotency::push_answered(&mut statement, &claim, status, &reply.body)
+        {
+            tracing::warn!(error = %format!("{error:#}"), "cannot bind the stored response");
+            return None;
+        }
+        statement.push("), ");
+    }
+    let written = match write(&mut statement) {
+        Ok(()) => retry::traced("write payment state", statement.execute(conn))
+            .await
+            .map_err(anyhow::Error::from),
+        Err(error) => Err(error),
+    };
+    if let Err(error) = written {
+        let held = error
+            .downcast_ref::<sqlx::Error>()
+            .is_some_and(idempotency::is_held_elsewhere);
+        if !held {
+            tracing::warn!(
+                http.request_id = request.request_id,
+                error = %format!("{error:#}"),
+                "the one-statement write failed; writing in a transaction instead"
+            );
+        }
+        return None;
+    }
+    let response = with_key(
+        respond(reply.status, reply.body.clone()),
+        request.idempotency_key,
+    );
+    Some(Executed {
+        response,
+        in_flight: reply.in_flight.then_some(reply),
+    })
+}
+
 /// Phase 2's answer: `answer` (the state after the wait) replaces the
 /// response stored in phase 1 (`phase1`), so that a replay returns what this
 /// client gets. If the upgrade fails, the client gets the phase-1 response,
 /// which is still true and is what a replay returns.
 pub async fn answer_after_wait(
-    state: &AppState,
+    conn: &mut PgConnection,
     request: &Request<'_>,
     phase1: Reply,
     answer: Reply,
 ) -> Response {
     let unchanged = answer.status == phase1.status && answer.body == phase1.body;
     if let (Some(claim), false) = (request.claim(), unchanged) {
-        let upgraded = match state.shard(request.auth.0.shard()) {
-            Ok(pool) => idempotency::replace_response(
-                pool,
-                &claim,
-                ResponseBytes {
-                    status: phase1.status.as_u16(),
-                    body: &phase1.body,
-                },
-                ResponseBytes {
-                    status: answer.status.as_u16(),
-                    body: &answer.body,
-                },
-            )
-            .await
-            .map_err(anyhow::Error::from),
-            Err(error) => Err(anyhow::anyhow!("{error}")),
-        };
+        let upgraded = idempotency::replace_response(
+            conn,
+            &claim,
+            ResponseBytes {
+                status: phase1.status.as_u16(),
+                body: &phase1.body,
+            },
+            ResponseBytes {
+                status: answer.status.as_u16(),
+                body: &answer.body,
+            },
+        )
+        .await;
         match upgraded {
             Ok(true) => {}
             Ok(false) => {

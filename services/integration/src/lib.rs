@@ -118,7 +118,7 @@ pub async fn start(config: &IntegrationConfig) -> anyhow::Result<RunningIntegrat
     // Every queue must exist before the relay publishes anything: an event
     // published while only some queues are bound reaches only those.
     declare_topology(&broker_url, &config.broker).await?;
-    let replies = Publisher::connect(&broker_url)
+    let replies = Publisher::connect_unconfirmed(&broker_url)
         .await
         .context("connecting the reply publisher to the broker")?;
     let pipeline = Arc::new(Pipeline {

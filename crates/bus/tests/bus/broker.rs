@@ -144,3 +144,31 @@ async fn publishing_to_an_unroutable_key_is_an_error() {
     publisher.close().await;
     broker.cleanup().await;
 }
+
+/// Outcome replies go out without confirms: delivered to a live reply
+/// queue, and dropped without an error (nor a closed channel) when the
+/// queue is gone, so the next reply still goes out.
+#[tokio::test]
+async fn an_unconfirmed_publisher_delivers_replies_and_drops_those_to_a_missing_queue() {
+    use snakepay_bus::reply::{OutcomeReply, declare_reply_queue, send_reply};
+
+    let broker = Broker::undeclared(3).await;
+    let queue = declare_reply_queue(&broker.channel).await.unwrap();
+    let publisher = Publisher::connect_unconfirmed(&amqp_url()).await.unwrap();
+    let reply = |intent: &str| OutcomeReply {
+        payment_intent: intent.to_owned(),
+        refund: None,
+    };
+    send_reply(&publisher, "amq.gen-no-such-queue", &reply("pi_lost"))
+        .await
+        .unwrap();
+    send_reply(&publisher, &queue, &reply("pi_1"))
+        .await
+        .unwrap();
+    let delivery = broker.wait_get(&queue).await;
+    let envelope = Envelope::parse(&delivery.data).unwrap();
+    assert_eq!(OutcomeReply::from_envelope(&envelope), Some(reply("pi_1")));
+    assert!(broker.get(&queue).await.is_none(), "only the one reply");
+    publisher.close().await;
+    let _ = broker.connection.close(200, "test done".into()).await;
+}

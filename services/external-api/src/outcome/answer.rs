@@ -23,7 +23,7 @@ use serde_json::Value;
 use snakepay_domain::payment_intent::{PaymentError, PaymentIntent, PaymentIntentStatus};
 use snakepay_http::ApiError;
 use snakepay_store::objects;
-use sqlx::PgPool;
+use sqlx::PgConnection;
 
 use super::{Current, IntentChange, Subject};
 use crate::auth::Auth;
@@ -31,15 +31,14 @@ use crate::idempotent::Reply;
 use crate::routes::payment_intents;
 
 pub(super) async fn render(
-    pool: &PgPool,
+    conn: &mut PgConnection,
     auth: &Auth,
     subject: &Subject<'_>,
     current: &Current,
 ) -> anyhow::Result<Reply> {
     match (subject, current) {
         (Subject::Intent { change, expand, .. }, Current::Intent(record)) => {
-            let mut conn = pool.acquire().await?;
-            let object = payment_intents::render(&mut conn, auth, record, expand).await?;
+            let object = payment_intents::render(conn, auth, record, expand).await?;
             match refusal(*change, &record.intent) {
                 Some(error) => card_error(error, &record.intent, object),
                 None => json(StatusCode::OK, &object, current.in_flight()),

@@ -35,7 +35,8 @@ use snakepay_domain::refund::RefundStatus;
 use snakepay_http::{Health, ReadinessCheck};
 use snakepay_store::intents::{self, IntentRecord};
 use snakepay_store::refunds::{self, RefundRecord};
-use sqlx::PgPool;
+use sqlx::pool::PoolConnection;
+use sqlx::{PgConnection, Postgres};
 use tokio::sync::watch;
 
 use crate::auth::Auth;
@@ -210,13 +211,13 @@ impl Subject<'_> {
         }
     }
 
-    async fn load(&self, pool: &PgPool, auth: &Auth) -> anyhow::Result<Current> {
+    async fn load(&self, conn: &mut PgConnection, auth: &Auth) -> anyhow::Result<Current> {
         let (merchant, livemode) = (auth.0.merchant_id, auth.0.livemode);
         let found = match self {
-            Subject::Intent { id, .. } => intents::load(pool, *id, merchant, livemode)
+            Subject::Intent { id, .. } => intents::load(&mut *conn, *id, merchant, livemode)
                 .await?
                 .map(|record| Current::Intent(Box::new(record))),
-            Subject::Refund { id } => refunds::find(pool, *id, merchant, livemode)
+            Subject::Refund { id } => refunds::find(&mut *conn, *id, merchant, livemode)
                 .await?
                 .map(Current::Refund),
         };
@@ -259,7 +260,9 @@ pub async fn finish(
         return executed.response;
     };
     match wait_for(state, request.auth, subject, waiter, wait).await {
-        Ok(answer) => idempotent::answer_after_wait(state, request, phase1, answer).await,
+        Ok((answer, mut conn)) => {
+            idempotent::answer_after_wait(&mut conn, request, phase1, answer).await
+        }
         Err(error) => {
             // The phase-1 answer (and the stored response) is still true.
             tracing::warn!(
@@ -272,14 +275,16 @@ pub async fn finish(
 }
 
 /// Waits until the subject is no longer in flight or `wait` passed, and
-/// renders the answer from its state then.
+/// renders the answer from its state then. Returns the connection it read
+/// on, for the stored response's upgrade: one use of the pool per answer
+/// (each use costs a round trip of its own, sqlx's ping on release).
 async fn wait_for(
     state: &AppState,
     auth: &Auth,
     subject: &Subject<'_>,
     mut waiter: Waiter,
     wait: Duration,
-) -> anyhow::Result<idempotent::Reply> {
+) -> anyhow::Result<(idempotent::Reply, PoolConnection<Postgres>)> {
     let deadline = tokio::time::Instant::now() + wait;
     let pool = state
         .store
@@ -289,13 +294,17 @@ async fn wait_for(
         .await
         .is_ok()
     {
-        let current = subject.load(pool, auth).await?;
+        let mut conn = pool.acquire().await?;
+        let current = subject.load(&mut conn, auth).await?;
         if !current.in_flight() {
-            return answer::render(pool, auth, subject, &current).await;
+            let answer = answer::render(&mut conn, auth, subject, &current).await?;
+            return Ok((answer, conn));
         }
     }
     drop(waiter);
     // No reply showed it settled; a reply may still have been lost.
-    let current = subject.load(pool, auth).await?;
-    answer::render(pool, auth, subject, &current).await
+    let mut conn = pool.acquire().await?;
+    let current = subject.load(&mut conn, auth).await?;
+    let answer = answer::render(&mut conn, auth, subject, &current).await?;
+    Ok((answer, conn))
 }

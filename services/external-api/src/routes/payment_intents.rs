@@ -25,7 +25,7 @@ use snakepay_domain::payment_intent::{
     TransitionError,
 };
 use snakepay_http::{ApiError, MetadataUpdate, ParamReader, RequestIdExt, StripeParams};
-use snakepay_store::effects::NewIntent;
+use snakepay_store::effects::{EffectContext, NewIntent};
 use snakepay_store::intents::{self, CardRecord, IntentRecord, NewAttempt};
 use snakepay_store::{charges, customers};
 use sqlx::{PgConnection, Postgres, Transaction};
@@ -33,7 +33,7 @@ use subtle::ConstantTimeEq;
 
 use crate::auth::Auth;
 use crate::cards::{self, CardInput, ParsedCard};
-use crate::idempotent::{self, IdempotentPost, Reply, WorkError};
+use crate::idempotent::{self, Executed, IdempotentPost, Reply, WorkError};
 use crate::openapi::ApiRoutes;
 use crate::outcome::{self, IntentChange, Subject};
 use crate::routes::common::{self, expansions, now, owned_id};
@@ -212,7 +212,7 @@ fn payment_method_source(
 /// (checked to belong to the intent's customer, if saved to one) or a new
 /// card, sealed here and returned for the caller to insert with its change.
 async fn payment_method_of(
-    tx: &mut Transaction<'static, Postgres>,
+    conn: &mut PgConnection,
     state: &AppState,
     auth: &Auth,
     source: &PaymentMethodSource,
@@ -228,7 +228,7 @@ async fn payment_method_of(
                 "payment_method",
                 "payment_method",
             )?;
-            let card = intents::find_card(&mut **tx, id, context.merchant_id, context.livemode)
+            let card = intents::find_card(&mut *conn, id, context.merchant_id, context.livemode)
                 .await?
                 .ok_or_else(|| common::missing("payment_method", text, "payment_method"))?;
             // A saved card belongs to its customer: it pays only for them.
@@ -518,90 +518,164 @@ async fn create(
     } else {
         state.outcomes.expect_nothing()
     };
-    let executed = idempotent::execute_phased(&state, &request, |mut tx| {
-        let (state, auth, input) = (&state, &auth, &input);
-        let origin = Origin {
-            cache: state.intent_cache(),
-            request_id: &request_id,
-            reply_to: expectation.reply_to(),
-        };
-        async move {
-            let context = &auth.0;
-            let customer = match &input.customer {
-                Some(text) => {
-                    let id = owned_id::<CustomerKind>(state, auth, text, "customer", "customer")?;
-                    customers::find(&mut *tx, id, context.merchant_id, context.livemode)
-                        .await?
-                        .ok_or_else(|| ApiError::resource_missing("customer", text, "customer"))?;
-                    Some(id)
+    let context =
+        common::effect_context(&auth, &request_id, expectation.reply_to(), "payment_intent");
+    let creating = Creating {
+        state: &state,
+        auth: &auth,
+        input: &input,
+        id,
+        attempt: (attempt, charge),
+    };
+    let executed = match create_at_once(&creating, &request, context).await {
+        Some(executed) => executed,
+        None => {
+            idempotent::execute_phased(&state, &request, |mut tx| {
+                let creating = &creating;
+                async move {
+                    let creation = creating.prepare(&mut tx).await?;
+                    let new = creation.new_intent();
+                    snakepay_store::effects::write_new_intent(
+                        &mut tx,
+                        &new,
+                        &creation.effects,
+                        context,
+                    )
+                    .await?;
+                    Ok((tx, creation.reply))
                 }
-                None => None,
-            };
-            let (payment_method, new_card) = match &input.source {
-                Some(source) => {
-                    let (id, card) =
-                        payment_method_of(&mut tx, state, auth, source, customer).await?;
-                    (Some(id), card)
-                }
-                None => (None, None),
-            };
-            let created = payment_intent::create(NewPaymentIntent {
-                id,
-                amount: amount(input.amount, input.currency)?,
-                capture_method: input.capture_method,
-                payment_method,
-                created: now(),
-            });
-            let mut effects = created.effects;
-            let mut intent = created.intent;
-            let mut confirmed_attempt = None;
-            if input.confirm {
-                let confirmed = payment_intent::apply(
-                    &intent,
-                    IntentCommand::Confirm {
-                        payment_method: None,
-                        attempt,
-                        charge,
-                    },
-                )
-                .map_err(transition_error)?;
-                intent = confirmed.intent;
-                effects.commands.extend(confirmed.effects.commands);
-                effects.events.extend(confirmed.effects.events);
-                confirmed_attempt = Some((attempt, charge));
-            }
-            let record = IntentRecord {
-                intent,
-                merchant_id: context.merchant_id,
-                livemode: context.livemode,
-                customer,
-                client_secret: client_secret(id)?,
-                description: input.description.clone(),
-                metadata: input.metadata.clone(),
-                payment_method_types: vec!["card".to_owned()],
-                receipt_email: input.receipt_email.clone(),
-                return_url: input.return_url.clone(),
-                statement_descriptor: input.statement_descriptor.clone(),
-                statement_descriptor_suffix: input.statement_descriptor_suffix.clone(),
-                version: 1,
-            };
-            let attempt_row = confirmed_attempt.and_then(|(a, c)| attempt_row(&record, a, c, auth));
-            // The card, the intent, its attempt, events and command: one
-            // statement.
-            let new = NewIntent {
-                card: new_card.as_ref(),
-                intent: &record,
-                attempt: attempt_row.as_ref(),
-            };
-            let context =
-                common::effect_context(auth, origin.request_id, origin.reply_to, "payment_intent");
-            snakepay_store::effects::write_new_intent(&mut tx, &new, &effects, context).await?;
-            let body = render(&mut tx, auth, &record, &input.expand).await?;
-            Ok((tx, answer(&body, &record)?))
+            })
+            .await
         }
-    })
-    .await;
+    };
     Ok(outcome::finish(&state, &request, executed, expectation, &subject).await)
+}
+
+/// A create's write as one autocommit statement (`idempotent::write_at_once`):
+/// the key with its response, the card, the intent, its attempt, events and
+/// command. `None` when it wrote nothing (the key is taken, or anything
+/// failed, an invalid parameter included): the transaction path then does
+/// the same work under the key's claim and stores or replays the answer.
+async fn create_at_once(
+    creating: &Creating<'_>,
+    request: &idempotent::Request<'_>,
+    context: EffectContext<'_>,
+) -> Option<Executed> {
+    let pool = creating.state.shard(creating.auth.0.shard()).ok()?;
+    let mut conn = pool.acquire().await.ok()?;
+    let creation = creating.prepare(&mut conn).await.ok()?;
+    let new = creation.new_intent();
+    idempotent::write_at_once(&mut conn, request, creation.reply.clone(), |statement| {
+        snakepay_store::effects::push_new_intent(statement, &new, &creation.effects, context)
+    })
+    .await
+}
+
+/// A create request, parsed, with the IDs it will use.
+struct Creating<'a> {
+    state: &'a AppState,
+    auth: &'a Auth,
+    input: &'a CreateInput,
+    id: PaymentIntentId,
+    /// The first attempt and its charge, used with `confirm=true`.
+    attempt: (AttemptId, ChargeId),
+}
+
+/// What a create writes and answers, all known before the write.
+struct Creation {
+    card: Option<CardRecord>,
+    record: IntentRecord,
+    attempt: Option<NewAttempt>,
+    effects: Effects,
+    reply: Reply,
+}
+
+impl Creation {
+    fn new_intent(&self) -> NewIntent<'_> {
+        NewIntent {
+            card: self.card.as_ref(),
+            intent: &self.record,
+            attempt: self.attempt.as_ref(),
+        }
+    }
+}
+
+impl Creating<'_> {
+    /// Checks what the request names (customer, payment method), seals a
+    /// new card, and computes the intent, its effects and the answer. Reads
+    /// on `conn`; writes nothing.
+    async fn prepare(&self, conn: &mut PgConnection) -> Result<Creation, WorkError> {
+        let (state, auth, input) = (self.state, self.auth, self.input);
+        let context = &auth.0;
+        let customer = match &input.customer {
+            Some(text) => {
+                let id = owned_id::<CustomerKind>(state, auth, text, "customer", "customer")?;
+                customers::find(&mut *conn, id, context.merchant_id, context.livemode)
+                    .await?
+                    .ok_or_else(|| ApiError::resource_missing("customer", text, "customer"))?;
+                Some(id)
+            }
+            None => None,
+        };
+        let (payment_method, card) = match &input.source {
+            Some(source) => {
+                let (id, card) = payment_method_of(conn, state, auth, source, customer).await?;
+                (Some(id), card)
+            }
+            None => (None, None),
+        };
+        let created = payment_intent::create(NewPaymentIntent {
+            id: self.id,
+            amount: amount(input.amount, input.currency)?,
+            capture_method: input.capture_method,
+            payment_method,
+            created: now(),
+        });
+        let mut effects = created.effects;
+        let mut intent = created.intent;
+        let mut confirmed_attempt = None;
+        if input.confirm {
+            let (attempt, charge) = self.attempt;
+            let confirmed = payment_intent::apply(
+                &intent,
+                IntentCommand::Confirm {
+                    payment_method: None,
+                    attempt,
+                    charge,
+                },
+            )
+            .map_err(transition_error)?;
+            intent = confirmed.intent;
+            effects.commands.extend(confirmed.effects.commands);
+            effects.events.extend(confirmed.effects.events);
+            confirmed_attempt = Some((attempt, charge));
+        }
+        let record = IntentRecord {
+            intent,
+            merchant_id: context.merchant_id,
+            livemode: context.livemode,
+            customer,
+            client_secret: client_secret(self.id)?,
+            description: input.description.clone(),
+            metadata: input.metadata.clone(),
+            payment_method_types: vec!["card".to_owned()],
+            receipt_email: input.receipt_email.clone(),
+            return_url: input.return_url.clone(),
+            statement_descriptor: input.statement_descriptor.clone(),
+            statement_descriptor_suffix: input.statement_descriptor_suffix.clone(),
+            version: 1,
+        };
+        let attempt = confirmed_attempt.and_then(|(a, c)| attempt_row(&record, a, c, auth));
+        let body = render(conn, auth, &record, &input.expand).await?;
+        let reply = answer(&body, &record)?;
+        Ok(Creation {
+            card,
+            record,
+            attempt,
+            effects,
+            reply,
+        })
+    }
 }
 
 async fn retrieve(

@@ -202,6 +202,87 @@ async fn fifty_concurrent_identical_requests_create_exactly_one_intent() {
     assert_eq!(intent_count(&api, &m).await, 1);
 }
 
+/// A create inserts its key with its answer in the statement that writes
+/// the intent. A key another transaction holds makes that statement wait,
+/// then fail whole: the request then answers as the key says, and writes
+/// nothing of its own.
+#[tokio::test]
+async fn a_create_waits_for_a_transaction_holding_its_key_and_writes_nothing_when_it_commits() {
+    let api = TestApi::start().await;
+    let m = api.merchant().await;
+    let shard = api.db.store.shard(m.id.shard()).unwrap();
+    let hold = |key: &'static str| {
+        let merchant = m.id.to_string();
+        async move {
+            let mut holder = shard.begin().await.unwrap();
+            sqlx::query(
+                "insert into idempotency_keys (merchant_id, livemode, key, fingerprint, request_id,
+                     recovery_point, response_status, response_body)
+                 values ($1, false, $2, 'another request', 'req_other', 'finished', 200, '{}')",
+            )
+            .bind(merchant)
+            .bind(key)
+            .execute(&mut *holder)
+            .await
+            .unwrap();
+            holder
+        }
+    };
+    let wait_then = |holder: sqlx::Transaction<'static, sqlx::Postgres>, commit: bool| async move {
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        let waiting: i64 = sqlx::query_scalar("select count(*) from payment_intents")
+            .fetch_one(shard)
+            .await
+            .unwrap();
+        if commit {
+            holder.commit().await.unwrap();
+        } else {
+            holder.rollback().await.unwrap();
+        }
+        waiting
+    };
+
+    // The holder commits another request's answer: this one is refused.
+    let holder = hold("held").await;
+    let (refused, written_while_waiting) = tokio::join!(
+        api.post(&m.secret_key, "/v1/payment_intents", CREATE, Some("held")),
+        wait_then(holder, true),
+    );
+    assert_eq!(written_while_waiting, 0, "the create waited for the key");
+    assert_eq!(refused.status, 400, "{}", refused.body);
+    assert_eq!(refused.error("type"), "idempotency_error");
+    assert_eq!(
+        intent_count(&api, &m).await,
+        0,
+        "nothing written under a key not ours"
+    );
+
+    // The holder rolls back: the key is free, and the create goes ahead.
+    let holder = hold("released").await;
+    let (created, _) = tokio::join!(
+        api.post(
+            &m.secret_key,
+            "/v1/payment_intents",
+            CREATE,
+            Some("released")
+        ),
+        wait_then(holder, false),
+    );
+    assert_eq!(created.status, 200, "{}", created.body);
+    assert!(created.header("idempotent-replayed").is_none());
+    assert_eq!(intent_count(&api, &m).await, 1);
+    let replay = api
+        .post(
+            &m.secret_key,
+            "/v1/payment_intents",
+            CREATE,
+            Some("released"),
+        )
+        .await;
+    assert_eq!(replay.bytes, created.bytes);
+    assert_eq!(replay.header("idempotent-replayed"), Some("true"));
+}
+
 #[tokio::test]
 async fn an_abandoned_claim_blocks_retries_only_until_its_lock_expires() {
     let api = TestApi::start().await;
