@@ -111,7 +111,8 @@ impl Publisher {
     }
 
     /// Publishes every message in order, then waits for all confirms; `Ok`
-    /// means the broker holds every one of them. On error some may have been
+    /// means the broker holds every one of them (for an unconfirmed
+    /// publisher, only that lapin took them). On error some may have been
     /// published: the caller retries the whole batch (at least once).
     pub async fn publish_batch(&self, messages: &[Outgoing]) -> Result<(), PublishError> {
         let mut state = self.state.lock().await;
@@ -138,8 +139,9 @@ impl Publisher {
                 .basic_publish(
                     short(&message.exchange)?,
                     short(&message.routing_key)?,
-                    // Mandatory: a message no queue takes comes back to us
-                    // rather than vanishing.
+                    // Mandatory (with confirms): a message no queue takes
+                    // comes back to us rather than vanishing. Without
+                    // confirms nobody would read it, so it may vanish.
                     BasicPublishOptions {
                         mandatory: self.confirms,
                         ..BasicPublishOptions::default()

@@ -75,11 +75,12 @@ pub async fn declare_reply_queue(channel: &Channel) -> anyhow::Result<String> {
     Ok(queue.name().as_str().to_owned())
 }
 
-/// Sends `reply` to the queue named `reply_to` through the default exchange,
-/// with a publisher that does not wait for confirms
+/// Sends `reply` to the queue named `reply_to` through the default exchange.
+/// The integration service's publisher does not wait for confirms
 /// (`Publisher::connect_unconfirmed`): a reply to a queue that no longer
-/// exists (its instance is gone) is dropped by the broker. Fails only when
-/// the broker cannot be reached; callers log that and carry on.
+/// exists (its instance is gone) is dropped by the broker, and sending
+/// fails only when the broker cannot be reached. Callers log a failure and
+/// carry on.
 pub async fn send_reply(
     publisher: &Publisher,
     reply_to: &str,

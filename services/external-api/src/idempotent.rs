@@ -3,7 +3,10 @@
 //! Authentication and parameter validation happen before this (their
 //! failures are not stored). Then one shard transaction claims the key,
 //! runs the work and stores the response; errors found after the claim are
-//! stored too; replays are byte for byte.
+//! stored too; replays are byte for byte. A create, whose answer is known
+//! before it writes, first tries to be one statement that inserts the key
+//! with its answer ([`write_at_once`]), and takes the transaction path
+//! when the key is taken or anything fails.
 //!
 //! A change that leaves its object at the processor may be followed by a
 //! second phase ([`execute_phased`], then [`answer_after_wait`]): the
@@ -284,10 +287,12 @@ where
 /// appends (its CTEs and the final `select`). One round trip and one commit
 /// instead of [`execute_phased`]'s five round trips.
 ///
-/// `None` when nothing was written: the key is taken (a replay, another
+/// `None` when it did not write: the key is taken (a replay, another
 /// request under it, an earlier version's claim) or the statement failed.
 /// The caller then runs [`execute_phased`], which decides as always and
 /// stores or replays the answer; nothing half-written stands in its way.
+/// (If the statement's answer was lost after it committed, that path finds
+/// the key and replays this request's own answer.)
 pub async fn write_at_once(
     conn: &mut PgConnection,
     request: &Request<'_>,
@@ -333,6 +338,19 @@ pub async fn write_at_once(
         response,
         in_flight: reply.in_flight.then_some(reply),
     })
+}
+
+/// The answer when no connection to the shard could be had: nothing was
+/// executed, so the client's retry (with the key) executes.
+pub fn unavailable(request: &Request<'_>, error: sqlx::Error) -> Executed {
+    tracing::warn!(error = %error, "no database connection for the write");
+    Executed {
+        response: with_key(
+            failure_response(WorkError::Unavailable(error)),
+            request.idempotency_key,
+        ),
+        in_flight: None,
+    }
 }
 
 /// Phase 2's answer: `answer` (the state after the wait) replaces the

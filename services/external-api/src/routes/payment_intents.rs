@@ -26,6 +26,7 @@ use snakepay_domain::payment_intent::{
 };
 use snakepay_http::{ApiError, MetadataUpdate, ParamReader, RequestIdExt, StripeParams};
 use snakepay_store::effects::{EffectContext, NewIntent};
+use snakepay_store::events::EventSource;
 use snakepay_store::intents::{self, CardRecord, IntentRecord, NewAttempt};
 use snakepay_store::{charges, customers};
 use sqlx::{PgConnection, Postgres, Transaction};
@@ -539,7 +540,7 @@ async fn create(
                         &mut tx,
                         &new,
                         &creation.effects,
-                        context,
+                        creation.stamped(context),
                     )
                     .await?;
                     Ok((tx, creation.reply))
@@ -553,18 +554,24 @@ async fn create(
 
 /// A create's write as one autocommit statement (`idempotent::write_at_once`):
 /// the key with its response, the card, the intent, its attempt, events and
-/// command. `None` when it wrote nothing (the key is taken, or anything
+/// command. `None` when it did not write (the key is taken, or anything
 /// failed, an invalid parameter included): the transaction path then does
 /// the same work under the key's claim and stores or replays the answer.
+/// No connection within the pool's timeout is answered at once (503): the
+/// transaction path would only wait as long again.
 async fn create_at_once(
     creating: &Creating<'_>,
     request: &idempotent::Request<'_>,
     context: EffectContext<'_>,
 ) -> Option<Executed> {
     let pool = creating.state.shard(creating.auth.0.shard()).ok()?;
-    let mut conn = pool.acquire().await.ok()?;
+    let mut conn = match pool.acquire().await {
+        Ok(conn) => conn,
+        Err(error) => return Some(idempotent::unavailable(request, error)),
+    };
     let creation = creating.prepare(&mut conn).await.ok()?;
     let new = creation.new_intent();
+    let context = creation.stamped(context);
     idempotent::write_at_once(&mut conn, request, creation.reply.clone(), |statement| {
         snakepay_store::effects::push_new_intent(statement, &new, &creation.effects, context)
     })
@@ -583,6 +590,8 @@ struct Creating<'a> {
 
 /// What a create writes and answers, all known before the write.
 struct Creation {
+    /// When the intent was created: its events carry the same time.
+    created: i64,
     card: Option<CardRecord>,
     record: IntentRecord,
     attempt: Option<NewAttempt>,
@@ -591,6 +600,18 @@ struct Creation {
 }
 
 impl Creation {
+    /// `context` with the intent's creation time on its events (a fallback
+    /// or a retried transaction computes the intent again, later).
+    fn stamped<'c>(&self, context: EffectContext<'c>) -> EffectContext<'c> {
+        EffectContext {
+            source: EventSource {
+                created: self.created,
+                ..context.source
+            },
+            ..context
+        }
+    }
+
     fn new_intent(&self) -> NewIntent<'_> {
         NewIntent {
             card: self.card.as_ref(),
@@ -624,12 +645,13 @@ impl Creating<'_> {
             }
             None => (None, None),
         };
+        let created_at = now();
         let created = payment_intent::create(NewPaymentIntent {
             id: self.id,
             amount: amount(input.amount, input.currency)?,
             capture_method: input.capture_method,
             payment_method,
-            created: now(),
+            created: created_at,
         });
         let mut effects = created.effects;
         let mut intent = created.intent;
@@ -669,6 +691,7 @@ impl Creating<'_> {
         let body = render(conn, auth, &record, &input.expand).await?;
         let reply = answer(&body, &record)?;
         Ok(Creation {
+            created: created_at,
             card,
             record,
             attempt,

@@ -351,3 +351,68 @@ async fn the_reaper_deletes_only_keys_past_retention() {
         .unwrap();
     assert_eq!(left, ["new"]);
 }
+
+/// A create whose one-statement write found its key taken, and which then
+/// executed on the transaction path (here: taking over an earlier version's
+/// stale claim, committed after the create had waited on it for over a
+/// second), stamps its events with the intent's own creation time.
+#[tokio::test]
+async fn a_create_that_falls_back_to_the_transaction_stamps_its_events_with_the_intents_time() {
+    let api = TestApi::start().await;
+    let m = api.merchant().await;
+    let shard = api.db.store.shard(m.id.shard()).unwrap();
+    let confirmed: &[(&str, &str)] = &[("amount", "2000"), ("currency", "usd")];
+    // The request's fingerprint, from a first run under the key.
+    api.post(
+        &m.secret_key,
+        "/v1/payment_intents",
+        confirmed,
+        Some("late"),
+    )
+    .await;
+    let fingerprint: String =
+        sqlx::query_scalar("select fingerprint from idempotency_keys where key = 'late'")
+            .fetch_one(shard)
+            .await
+            .unwrap();
+    for table in ["idempotency_keys", "events", "payment_intents"] {
+        sqlx::query(&format!("delete from {table}"))
+            .execute(shard)
+            .await
+            .unwrap();
+    }
+    // An earlier version's stale bare claim, committed only after a while.
+    let mut holder = shard.begin().await.unwrap();
+    sqlx::query(
+        "insert into idempotency_keys (merchant_id, livemode, key, fingerprint, request_id, locked_at)
+         values ($1, false, 'late', $2, 'req_crashed', now() - interval '10 minutes')",
+    )
+    .bind(m.id.to_string())
+    .bind(&fingerprint)
+    .execute(&mut *holder)
+    .await
+    .unwrap();
+    let (created, ()) = tokio::join!(
+        api.post(
+            &m.secret_key,
+            "/v1/payment_intents",
+            confirmed,
+            Some("late")
+        ),
+        async {
+            tokio::time::sleep(std::time::Duration::from_millis(1_500)).await;
+            holder.commit().await.unwrap();
+        },
+    );
+    assert_eq!(created.status, 200, "{}", created.body);
+    let stamps: Vec<i64> = sqlx::query_scalar("select created from events order by id")
+        .fetch_all(shard)
+        .await
+        .unwrap();
+    assert!(!stamps.is_empty());
+    let intent_created = created.body["created"].as_i64().unwrap();
+    assert!(
+        stamps.iter().all(|&stamp| stamp == intent_created),
+        "events at {stamps:?}, the intent at {intent_created}"
+    );
+}
