@@ -194,7 +194,10 @@ const INSERT_ANSWERED: &str = "insert into idempotency_keys
 /// transaction holds it (the insert waits for that one's end), the whole
 /// statement fails with the key's unique violation ([`is_held_elsewhere`])
 /// and writes nothing; the caller then takes the [`claim`] path, which
-/// replays, refuses or takes over as usual.
+/// replays, refuses or takes over as usual. (The alternative, `on conflict
+/// do nothing` with every other CTE guarded on the key's insert, spares a
+/// replay its aborted statement but cost every create 7% more PostgreSQL
+/// CPU, measured: replays are rare, creates are not.)
 pub fn push_answered(
     statement: &mut Statement,
     owner: &Claim<'_>,
