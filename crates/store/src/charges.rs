@@ -95,7 +95,13 @@ pub(crate) fn of_attempt_row(
     let Some(id) = row.try_get::<Option<String>, _>("charge_id")? else {
         return Ok(None);
     };
-    ChargeView {
+    own_columns(row, id)?.with_intent(intent).map(Some)
+}
+
+/// The charge's own columns ([`OF_ATTEMPT_COLUMNS`]) of `row`; the intent's
+/// share is left empty for the caller to fill.
+fn own_columns(row: &sqlx::postgres::PgRow, id: String) -> anyhow::Result<ChargeView> {
+    Ok(ChargeView {
         id,
         amount: row.try_get("charge_amount")?,
         currency: row.try_get("charge_currency")?,
@@ -109,7 +115,6 @@ pub(crate) fn of_attempt_row(
         card_exp_month: row.try_get("charge_card_exp_month")?,
         card_exp_year: row.try_get("charge_card_exp_year")?,
         card_fingerprint: row.try_get("charge_card_fingerprint")?,
-        // The intent's share, from `intent` just below.
         payment_intent: String::new(),
         livemode: false,
         is_latest: false,
@@ -119,9 +124,7 @@ pub(crate) fn of_attempt_row(
         description: None,
         metadata: serde_json::Value::Null,
         intent_version: 0,
-    }
-    .with_intent(intent)
-    .map(Some)
+    })
 }
 
 pub async fn find(
@@ -130,18 +133,16 @@ pub async fn find(
     merchant: MerchantId,
     livemode: bool,
 ) -> anyhow::Result<Option<ChargeView>> {
-    let row = sqlx::query(
-        "select a.charge_id, a.payment_intent_id, i.livemode, a.amount, a.currency, a.status,
-                a.failure_code, a.failure_message, a.created, a.payment_method_id,
-                m.brand, m.last4, m.exp_month, m.exp_year, m.fingerprint,
+    let row = sqlx::query(&format!(
+        "select {OF_ATTEMPT_COLUMNS}, a.payment_intent_id, i.livemode,
                 i.latest_charge_id is not distinct from a.charge_id as is_latest,
                 i.amount_received, i.amount_refunded, i.customer_id, i.description, i.metadata,
                 i.version
          from payment_attempts a
          join payment_intents i on i.id = a.payment_intent_id
          join payment_methods m on m.id = a.payment_method_id
-         where a.charge_id = $1 and a.merchant_id = $2 and i.livemode = $3",
-    )
+         where a.charge_id = $1 and a.merchant_id = $2 and i.livemode = $3"
+    ))
     .bind(id.to_string())
     .bind(merchant.to_string())
     .bind(livemode)
@@ -150,22 +151,11 @@ pub async fn find(
     let Some(row) = row else {
         return Ok(None);
     };
+    // The intent's share, as `ChargeView::with_intent` computes it from a
+    // loaded intent.
     Ok(Some(ChargeView {
-        id: row.try_get("charge_id")?,
         payment_intent: row.try_get("payment_intent_id")?,
         livemode: row.try_get("livemode")?,
-        amount: row.try_get("amount")?,
-        currency: row.try_get("currency")?,
-        attempt_status: row.try_get("status")?,
-        failure_code: row.try_get("failure_code")?,
-        failure_message: row.try_get("failure_message")?,
-        created: row.try_get("created")?,
-        payment_method: row.try_get("payment_method_id")?,
-        card_brand: row.try_get("brand")?,
-        card_last4: row.try_get("last4")?,
-        card_exp_month: row.try_get("exp_month")?,
-        card_exp_year: row.try_get("exp_year")?,
-        card_fingerprint: row.try_get("fingerprint")?,
         is_latest: row.try_get("is_latest")?,
         amount_received: row.try_get("amount_received")?,
         amount_refunded: row.try_get("amount_refunded")?,
@@ -173,6 +163,7 @@ pub async fn find(
         description: row.try_get("description")?,
         metadata: row.try_get("metadata")?,
         intent_version: row.try_get("version")?,
+        ..own_columns(&row, row.try_get("charge_id")?)?
     }))
 }
 

@@ -265,17 +265,7 @@ where
         Ok(Written::Answered(answered)) => {
             return done(answer_without_executing(answered, request.idempotency_key));
         }
-        Ok(Written::Executed(reply)) => {
-            let response = with_key(
-                respond(reply.status, reply.body.clone()),
-                request.idempotency_key,
-            );
-            let in_flight = reply.in_flight.then_some(reply);
-            return Executed {
-                response,
-                in_flight,
-            };
-        }
+        Ok(Written::Executed(reply)) => return executed(reply, request.idempotency_key),
         Err(failure) => failure,
     };
     done(after_failure(pool, claim.as_ref(), failure).await)
@@ -330,14 +320,16 @@ pub async fn write_at_once(
         }
         return None;
     }
-    let response = with_key(
-        respond(reply.status, reply.body.clone()),
-        request.idempotency_key,
-    );
-    Some(Executed {
+    Some(executed(reply, request.idempotency_key))
+}
+
+/// What a request that executed and committed `reply` answers now.
+fn executed(reply: Reply, key: Option<&str>) -> Executed {
+    let response = with_key(respond(reply.status, reply.body.clone()), key);
+    Executed {
         response,
         in_flight: reply.in_flight.then_some(reply),
-    })
+    }
 }
 
 /// The answer when no connection to the shard could be had: nothing was

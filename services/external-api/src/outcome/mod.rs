@@ -290,21 +290,17 @@ async fn wait_for(
         .store
         .shard(auth.0.shard())
         .map_err(anyhow::Error::from)?;
-    while tokio::time::timeout_at(deadline, waiter.woken())
-        .await
-        .is_ok()
-    {
+    loop {
+        // Out of time: answer with the state as it is (a reply may have
+        // been lost).
+        let woken = tokio::time::timeout_at(deadline, waiter.woken())
+            .await
+            .is_ok();
         let mut conn = pool.acquire().await?;
         let current = subject.load(&mut conn, auth).await?;
-        if !current.in_flight() {
+        if !woken || !current.in_flight() {
             let answer = answer::render(&mut conn, auth, subject, &current).await?;
             return Ok((answer, conn));
         }
     }
-    drop(waiter);
-    // No reply showed it settled; a reply may still have been lost.
-    let mut conn = pool.acquire().await?;
-    let current = subject.load(&mut conn, auth).await?;
-    let answer = answer::render(&mut conn, auth, subject, &current).await?;
-    Ok((answer, conn))
 }

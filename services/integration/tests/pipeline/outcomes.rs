@@ -34,6 +34,14 @@ async fn count(pool: &sqlx::PgPool, sql: &str, intent: &str) -> i64 {
         .unwrap()
 }
 
+async fn attempt_status(pool: &sqlx::PgPool, intent: &str) -> String {
+    sqlx::query_scalar("select status from payment_attempts where payment_intent_id = $1")
+        .bind(intent)
+        .fetch_one(pool)
+        .await
+        .unwrap()
+}
+
 #[tokio::test]
 async fn an_authorization_commits_at_once_only_while_the_intent_is_at_the_version_it_was_read_at() {
     let mut pipeline = Pipeline::start().await;
@@ -125,7 +133,6 @@ async fn an_authorization_commits_at_once_only_while_the_intent_is_at_the_versio
             .unwrap()
         }
     };
-    let attempt_status = "select status from payment_attempts where payment_intent_id = $1";
     let events =
         "select count(*) from events where object->>'id' = $1 or object->>'payment_intent' = $1";
     let journals = "select count(*) from journals where payment_intent_id = $1";
@@ -136,11 +143,7 @@ async fn an_authorization_commits_at_once_only_while_the_intent_is_at_the_versio
 
     // Someone else changed the intent since it was read: nothing is written.
     assert_eq!(commit(read.version - 1).await, None);
-    let status: String = sqlx::query_scalar(attempt_status)
-        .bind(&intent_id)
-        .fetch_one(&pool)
-        .await
-        .unwrap();
+    let status = attempt_status(&pool, &intent_id).await;
     assert_eq!(status, "pending");
     assert_eq!(count(&pool, events, &intent_id).await, before);
     assert_eq!(count(&pool, journals, &intent_id).await, 0);
@@ -151,11 +154,7 @@ async fn an_authorization_commits_at_once_only_while_the_intent_is_at_the_versio
     let now = intents::load_by_id(&pool, parsed).await.unwrap().unwrap();
     assert_eq!(now.intent.status.as_str(), "succeeded");
     assert_eq!(now.version, read.version + 1);
-    let status: String = sqlx::query_scalar(attempt_status)
-        .bind(&intent_id)
-        .fetch_one(&pool)
-        .await
-        .unwrap();
+    let status = attempt_status(&pool, &intent_id).await;
     assert_eq!(status, "approved");
     assert_eq!(
         count(&pool, cvcs, &intent_id).await,
