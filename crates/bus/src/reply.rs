@@ -7,11 +7,15 @@
 //! the outcome of such a command it publishes an [`OutcomeReply`] straight to
 //! that queue through the default exchange ([`send_reply`]).
 //!
-//! A reply is only a wake-up call: the database holds the truth, and the
-//! waiting instance reloads the object when the reply arrives (or when its
-//! wait runs out). So a reply may be lost — the instance restarted, the
-//! broker was down — and nothing is wrong except that the client gets
-//! `processing` and polls. Replies are therefore never retried.
+//! A reply is a wake-up call: the database holds the truth, and the waiting
+//! instance reloads the object when the reply arrives (or when its wait
+//! runs out). The one exception is a reply that carries the waiting
+//! request's final answer ([`ReplyAnswer`]), which the integration service
+//! stored under that request's idempotency key in the same statement as the
+//! outcome: that request answers with it as is. A reply may be lost — the
+//! instance restarted, the broker was down — and nothing is wrong except
+//! that the client gets `processing` and polls. Replies are therefore never
+//! retried.
 
 use anyhow::Context;
 use lapin::Channel;
@@ -36,6 +40,21 @@ pub struct OutcomeReply {
     /// Set when the command was a refund.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refund: Option<String>,
+    /// The final answer of the request named in the command's `answer_to`,
+    /// when the outcome committed with it (and stored it under that
+    /// request's key, if it had one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub answer: Option<ReplyAnswer>,
+}
+
+/// A waiting request's final answer: the exact status and body to send
+/// (and, with a key, the ones stored under it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplyAnswer {
+    pub request_id: String,
+    pub status: u16,
+    /// The JSON body as text, so its bytes arrive exactly as stored.
+    pub body: String,
 }
 
 impl OutcomeReply {
@@ -101,6 +120,11 @@ mod tests {
         let reply = OutcomeReply {
             payment_intent: "pi_1".into(),
             refund: Some("re_1".into()),
+            answer: Some(ReplyAnswer {
+                request_id: "req_1".into(),
+                status: 402,
+                body: r#"{"error":{"code":"card_declined"}}"#.into(),
+            }),
         };
         let envelope = reply.to_envelope().unwrap();
         assert_eq!(envelope.kind, OUTCOME_REPLY_KIND);

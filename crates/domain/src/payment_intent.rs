@@ -133,6 +133,20 @@ pub enum CardErrorCode {
     AuthenticationRequired,
 }
 
+impl CardErrorCode {
+    /// The code as the API writes it (`card_declined`, …).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CardErrorCode::CardDeclined => "card_declined",
+            CardErrorCode::ExpiredCard => "expired_card",
+            CardErrorCode::IncorrectCvc => "incorrect_cvc",
+            CardErrorCode::IncorrectNumber => "incorrect_number",
+            CardErrorCode::ProcessingError => "processing_error",
+            CardErrorCode::AuthenticationRequired => "authentication_required",
+        }
+    }
+}
+
 /// Why a payment attempt failed, as `last_payment_error` shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PaymentError {
@@ -826,6 +840,27 @@ fn expire(intent: &PaymentIntent, now: i64) -> Result<Transition, TransitionErro
 }
 
 impl PaymentIntent {
+    /// The processor's refusal of the confirmation that made `attempt`, if
+    /// that is how it ended: the intent went back to
+    /// `requires_payment_method` with that attempt's error.
+    pub fn refusal_of_confirmation(&self, attempt: AttemptId) -> Option<&PaymentError> {
+        let refused = self.status == PaymentIntentStatus::RequiresPaymentMethod
+            && self.latest_attempt == Some(attempt);
+        refused
+            .then_some(self.last_payment_error.as_ref())
+            .flatten()
+    }
+
+    /// The processor's refusal of a capture or cancel, if that is how it
+    /// ended: back from `processing` to `requires_capture` only on a
+    /// refusal, with its error.
+    pub fn refusal_of_completion(&self) -> Option<&PaymentError> {
+        let refused = self.status == PaymentIntentStatus::RequiresCapture;
+        refused
+            .then_some(self.last_payment_error.as_ref())
+            .flatten()
+    }
+
     /// The amount still refundable: received, less refunded and reserved.
     pub fn amount_refundable(&self) -> i64 {
         self.amount_received - self.amount_refunded - self.amount_refund_pending

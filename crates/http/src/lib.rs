@@ -13,6 +13,8 @@
 //!   `Stripe-Version`, path canonicalisation, body limit, timeout, panic
 //!   catching and envelope-shaped 404/405/413.
 //! - [`health`]: `/livez` and `/readyz` with concurrent, time-limited checks.
+//! - [`outcome`]: [`outcome::intent_answer`], the final answer to a change
+//!   that waited for the processor (the 200 or the 402 card error).
 //! - [`net`]: [`net::is_public_ip`], the one rule for which addresses a
 //!   merchant-given URL may reach (server-side request forgery).
 //! - [`admin`]: the admin port (`/metrics`) and the HTTP request metrics.
@@ -32,6 +34,7 @@ pub mod extract;
 pub mod health;
 pub mod layers;
 pub mod net;
+pub mod outcome;
 pub mod params;
 pub mod server;
 #[cfg(feature = "testing")]

@@ -84,6 +84,19 @@ impl Statement {
             .await
     }
 
+    /// Runs the statement and returns its first row, if it returned one.
+    pub async fn fetch_row<'c, T>(
+        self,
+        executor: impl PgExecutor<'c>,
+    ) -> Result<Option<T>, sqlx::Error>
+    where
+        T: for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> + Send + Unpin,
+    {
+        sqlx::query_as_with(&self.sql, self.args)
+            .fetch_optional(executor)
+            .await
+    }
+
     #[cfg(test)]
     fn sql(&self) -> &str {
         &self.sql

@@ -11,6 +11,7 @@ use crate::attempts::{self, AuthorizationRecord};
 use crate::charges::{self, ChargeView};
 use crate::compose::Statement;
 use crate::events::{self, EventRecord, EventSource};
+use crate::idempotency::{self, AnswerTo, ResponseBytes};
 use crate::intents::{self, CardRecord, IntentRecord, NewAttempt};
 use crate::outbox::{self, OutboxMessage};
 use crate::refunds::RefundRecord;
@@ -23,6 +24,9 @@ pub struct EffectContext<'a> {
     /// The reply queue of the API instance to wake when a command's outcome
     /// commits; put on every command written here.
     pub reply_to: Option<&'a str>,
+    /// The request there that waits and may be answered by the outcome's
+    /// writer (`idempotency::AnswerTo`); only with `reply_to`.
+    pub answer_to: Option<&'a AnswerTo>,
     /// The journal's description, e.g. `payment_intent`.
     pub description: &'a str,
 }
@@ -132,6 +136,16 @@ pub struct AuthorizationOutcome<'a> {
     /// The intent's charge as it is after the answer, when an event is
     /// about it ([`ChargeView::after_authorization`]).
     pub charge: Option<&'a ChargeView>,
+    /// The final answer of the request that waits for this outcome, to
+    /// store under its key with the outcome.
+    pub answer: Option<OutcomeAnswer<'a>>,
+}
+
+/// A waiting request's final answer, as the outcome's writer rendered it.
+#[derive(Debug, Clone, Copy)]
+pub struct OutcomeAnswer<'a> {
+    pub to: &'a AnswerTo,
+    pub response: ResponseBytes<'a>,
 }
 
 /// Commits an authorization answer computed from the intent as it was read,
@@ -140,12 +154,15 @@ pub struct AuthorizationOutcome<'a> {
 /// journal, as one statement, in one round trip and one commit — the
 /// hottest write of a payment. Every part is guarded on the intent still
 /// being at the version it was read at; `None` means it moved on meanwhile
-/// and nothing was written (the caller takes the locked path). `Some` is the
-/// intent's new version.
+/// and nothing was written (the caller takes the locked path).
+///
+/// With `outcome.answer`, the same statement stores the waiting request's
+/// final answer under its idempotency key (`idempotency::push_outcome_answer`),
+/// so that request can answer from the reply alone.
 pub async fn commit_at_once(
     pool: &PgPool,
     outcome: &AuthorizationOutcome<'_>,
-) -> anyhow::Result<Option<i64>> {
+) -> anyhow::Result<Option<Committed>> {
     let intent = outcome.intent;
     let rows = Rows::of(
         intent,
@@ -163,8 +180,50 @@ pub async fn commit_at_once(
     attempts::push_authorization(&mut statement, &outcome.attempt, GUARD)?;
     statement.push(", ");
     rows.push(&mut statement, outcome.effects, outcome.context, GUARD)?;
-    statement.push(" select version from intent");
-    Ok(statement.fetch_scalar(pool).await?)
+    let stores_answer = match &outcome.answer {
+        Some(OutcomeAnswer {
+            to:
+                to @ AnswerTo {
+                    idempotency_key: Some(key),
+                    ..
+                },
+            response,
+        }) => {
+            statement.push(", ");
+            idempotency::push_outcome_answer(
+                &mut statement,
+                intent.merchant_id,
+                intent.livemode,
+                to,
+                key,
+                *response,
+                GUARD,
+            )?;
+            true
+        }
+        _ => false,
+    };
+    statement.push(if stores_answer {
+        " select version, exists (select 1 from answered) from intent"
+    } else {
+        " select version, false from intent"
+    });
+    let row: Option<(i64, bool)> = statement.fetch_row(pool).await?;
+    Ok(row.map(|(version, answer_stored)| Committed {
+        version,
+        answer_stored,
+    }))
+}
+
+/// What [`commit_at_once`] committed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Committed {
+    /// The intent's new version.
+    pub version: i64,
+    /// The waiting request's answer was stored under its key (false
+    /// without a key: then there is nothing to store, and the answer is
+    /// the reply's alone).
+    pub answer_stored: bool,
 }
 
 /// The rows a transition's effects write, but for the journal's lines.
@@ -201,6 +260,7 @@ impl Rows {
                     &intent_id,
                     command,
                     context.reply_to,
+                    context.answer_to,
                 )
             })
             .collect::<anyhow::Result<Vec<_>>>()?;

@@ -135,18 +135,48 @@ pub async fn claim(
 #[error("the idempotency key is no longer held by this request")]
 pub struct KeyNotHeld;
 
+/// A stored response's stage (its `recovery_point`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// The answer for good.
+    Final,
+    /// Phase 1's answer about a change now at the processor: settled once,
+    /// by whoever comes first — the request's phase 2 ([`settle_response`])
+    /// or the integration service, with the outcome it commits
+    /// ([`push_outcome_answer`]). Replays return it as stored meanwhile.
+    AwaitingOutcome,
+}
+
+impl Stage {
+    /// Phase 1's stage for an answer that is (or is not) in flight.
+    pub fn of(in_flight: bool) -> Stage {
+        if in_flight {
+            Stage::AwaitingOutcome
+        } else {
+            Stage::Final
+        }
+    }
+
+    fn recovery_point(self) -> &'static str {
+        match self {
+            Stage::Final => "finished",
+            Stage::AwaitingOutcome => "awaiting_outcome",
+        }
+    }
+}
+
 /// Stores the response in the caller's transaction (with the state change),
 /// the one that [`claim`]ed the key. Fenced: it succeeds only while
 /// `request_id` holds the key and no response is stored.
 pub async fn complete(
     tx: &mut Transaction<'_, Postgres>,
     owner: &Claim<'_>,
-    status: u16,
-    body: &[u8],
+    response: ResponseBytes<'_>,
+    stage: Stage,
 ) -> anyhow::Result<()> {
     let updated = sqlx::query(
         "update idempotency_keys set response_status = $5, response_body = $6, locked_at = null,
-             recovery_point = 'finished'
+             recovery_point = $7
          where merchant_id = $1 and livemode = $2 and key = $3 and request_id = $4
            and response_status is null",
     )
@@ -154,8 +184,9 @@ pub async fn complete(
     .bind(owner.livemode)
     .bind(owner.key)
     .bind(owner.request_id)
-    .bind(i32::from(status))
-    .bind(body)
+    .bind(i32::from(response.status))
+    .bind(response.body)
+    .bind(stage.recovery_point())
     .execute(&mut **tx)
     .await?;
     if updated.rows_affected() != 1 {
@@ -181,9 +212,9 @@ pub enum AfterFailure {
 /// `on conflict do nothing`) for [`complete_unchanged`]; as the first CTE of
 /// a write that is one statement ([`push_answered`]).
 const INSERT_ANSWERED: &str = "insert into idempotency_keys
-     (merchant_id, livemode, key, fingerprint, request_id, recovery_point,
-      response_status, response_body)
- values ($1, $2, $3, $4, $5, 'finished', $6, $7)";
+     (merchant_id, livemode, key, fingerprint, request_id, response_status, response_body,
+      recovery_point)
+ values ($1, $2, $3, $4, $5, $6, $7, $8)";
 
 /// Appends the insert of `owner`'s key with its response to `statement`.
 ///
@@ -201,8 +232,8 @@ const INSERT_ANSWERED: &str = "insert into idempotency_keys
 pub fn push_answered(
     statement: &mut Statement,
     owner: &Claim<'_>,
-    status: u16,
-    body: &[u8],
+    response: ResponseBytes<'_>,
+    stage: Stage,
 ) -> anyhow::Result<()> {
     statement.push(INSERT_ANSWERED);
     statement
@@ -211,8 +242,9 @@ pub fn push_answered(
         .bind(owner.key.to_owned())?
         .bind(owner.fingerprint.to_owned())?
         .bind(owner.request_id.to_owned())?
-        .bind(i32::from(status))?
-        .bind(body.to_vec())?;
+        .bind(i32::from(response.status))?
+        .bind(response.body.to_vec())?
+        .bind(stage.recovery_point())?;
     Ok(())
 }
 
@@ -235,8 +267,13 @@ pub async fn complete_unchanged(
     body: &[u8],
 ) -> Result<AfterFailure, sqlx::Error> {
     let mut statement = Statement::new();
-    push_answered(&mut statement, owner, status, body)
-        .map_err(|e| sqlx::Error::Encode(e.into()))?;
+    push_answered(
+        &mut statement,
+        owner,
+        ResponseBytes { status, body },
+        Stage::Final,
+    )
+    .map_err(|e| sqlx::Error::Encode(e.into()))?;
     statement.push(" on conflict do nothing returning 1");
     let inserted: Option<i32> = statement.fetch_scalar(pool).await?;
     if inserted.is_some() {
@@ -298,41 +335,111 @@ async fn existing(
     }))
 }
 
-/// A response as stored under a key: what phase 1 stored, or what phase 2
-/// stores instead.
+/// A response as stored under a key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ResponseBytes<'a> {
     pub status: u16,
     pub body: &'a [u8],
 }
 
-/// Phase 2: replaces the response that `owner` stored in phase 1
-/// (`previous`) with the final answer (`next`). Fenced on the request that
-/// executed (`request_id`) and on the key still holding exactly `previous`,
-/// so only that request can upgrade it, once, and never over a response
-/// someone else stored. Returns whether the response was replaced.
-pub async fn replace_response(
+/// How phase 2 found the response its request stored in phase 1.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Settled {
+    /// This request settled it (with its final answer, or as it was).
+    Ours,
+    /// The integration service settled it first, with the final answer it
+    /// committed with the outcome: this is what the client must get.
+    Theirs(StoredResponse),
+    /// Nothing of this request's is stored under the key (reaped).
+    Gone,
+}
+
+/// Phase 2: settles the response that `owner` stored in phase 1 as
+/// [`Stage::AwaitingOutcome`], replacing it with `next` (the final answer)
+/// or, with `None`, keeping it as it is (the wait ran out). Fenced on the
+/// request that executed and on the stage, so it happens once, whoever
+/// comes first; when the integration service came first, its answer is
+/// returned ([`Settled::Theirs`]). One statement: its `select` sees the row
+/// as it was before the `update`, which is the stored answer exactly when
+/// the update did not happen.
+pub async fn settle_response(
     conn: &mut PgConnection,
     owner: &Claim<'_>,
-    previous: ResponseBytes<'_>,
-    next: ResponseBytes<'_>,
-) -> Result<bool, sqlx::Error> {
-    let updated = sqlx::query(
-        "update idempotency_keys set response_status = $7, response_body = $8
-         where merchant_id = $1 and livemode = $2 and key = $3 and request_id = $4
-           and response_status = $5 and response_body = $6",
+    next: Option<ResponseBytes<'_>>,
+) -> Result<Settled, sqlx::Error> {
+    let row: Option<(bool, Option<i32>, Option<Vec<u8>>)> = sqlx::query_as(
+        "with settled as (
+             update idempotency_keys set recovery_point = 'finished',
+                 response_status = coalesce($5, response_status),
+                 response_body = coalesce($6, response_body)
+             where merchant_id = $1 and livemode = $2 and key = $3 and request_id = $4
+               and recovery_point = 'awaiting_outcome'
+             returning 1)
+         select exists (select 1 from settled), response_status, response_body
+         from idempotency_keys
+         where merchant_id = $1 and livemode = $2 and key = $3 and request_id = $4",
     )
     .bind(owner.merchant_id.to_string())
     .bind(owner.livemode)
     .bind(owner.key)
     .bind(owner.request_id)
-    .bind(i32::from(previous.status))
-    .bind(previous.body)
-    .bind(i32::from(next.status))
-    .bind(next.body)
-    .execute(conn)
+    .bind(next.map(|next| i32::from(next.status)))
+    .bind(next.map(|next| next.body))
+    .fetch_optional(conn)
     .await?;
-    Ok(updated.rows_affected() == 1)
+    Ok(match row {
+        Some((true, _, _)) => Settled::Ours,
+        Some((false, Some(status), Some(body))) => Settled::Theirs(StoredResponse {
+            status: u16::try_from(status).unwrap_or(500),
+            body,
+            request_id: owner.request_id.to_owned(),
+        }),
+        _ => Settled::Gone,
+    })
+}
+
+/// The request an outcome answers: named in its command by the request
+/// that waits for it, so that the integration service can store that
+/// request's final answer with the outcome ([`push_outcome_answer`]) and
+/// send it in its reply, sparing the request a reload and a write.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct AnswerTo {
+    pub request_id: String,
+    /// The key its phase-1 answer is stored under, if it sent one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
+}
+
+/// The integration service's side of [`settle_response`], as a CTE named
+/// `answered` of the statement that commits an outcome, written only where
+/// `guard` (SQL) holds: stores `answer` as the final response of the
+/// request `to`, if that request's phase-1 response is still awaiting its
+/// outcome. `exists (select 1 from answered)` then tells whether it did.
+pub fn push_outcome_answer(
+    statement: &mut Statement,
+    merchant_id: MerchantId,
+    livemode: bool,
+    to: &AnswerTo,
+    key: &str,
+    answer: ResponseBytes<'_>,
+    guard: &str,
+) -> anyhow::Result<()> {
+    statement.push(
+        "answered as (update idempotency_keys
+             set response_status = $5, response_body = $6, recovery_point = 'finished'
+         where merchant_id = $1 and livemode = $2 and key = $3 and request_id = $4
+           and recovery_point = 'awaiting_outcome' and ",
+    );
+    statement.push(guard);
+    statement.push(" returning 1)");
+    statement
+        .bind(merchant_id.to_string())?
+        .bind(livemode)?
+        .bind(key.to_owned())?
+        .bind(to.request_id.clone())?
+        .bind(i32::from(answer.status))?
+        .bind(answer.body.to_vec())?;
+    Ok(())
 }
 
 /// Deletes keys older than [`RETENTION_HOURS`]; returns how many.

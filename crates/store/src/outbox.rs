@@ -6,6 +6,8 @@ use snakepay_domain::effects::ProcessorCommand;
 use snakepay_domain::ids::MerchantId;
 use sqlx::{Postgres, Transaction};
 
+use crate::idempotency::AnswerTo;
+
 /// One message to publish.
 #[derive(Debug, Clone, PartialEq)]
 pub struct OutboxMessage {
@@ -15,14 +17,16 @@ pub struct OutboxMessage {
 }
 
 /// The outbox message of a processor command (`command.<name>`), with what
-/// the integration service needs to find the payment, and the reply queue of
-/// the API instance waiting for the outcome, if one is.
+/// the integration service needs to find the payment, the reply queue of
+/// the API instance waiting for the outcome, if one is, and the request
+/// there that waits (`answer_to`, see `idempotency::AnswerTo`).
 pub fn command_message(
     merchant_id: MerchantId,
     livemode: bool,
     payment_intent: &str,
     command: &ProcessorCommand,
     reply_to: Option<&str>,
+    answer_to: Option<&AnswerTo>,
 ) -> anyhow::Result<OutboxMessage> {
     let name = match command {
         ProcessorCommand::Authorize { .. } => "authorize",
@@ -39,6 +43,9 @@ pub fn command_message(
     });
     if let (Some(reply_to), Some(fields)) = (reply_to, payload.as_object_mut()) {
         fields.insert("reply_to".to_owned(), reply_to.into());
+        if let Some(answer_to) = answer_to {
+            fields.insert("answer_to".to_owned(), serde_json::to_value(answer_to)?);
+        }
     }
     Ok(OutboxMessage {
         routing_key: format!("command.{name}"),
@@ -55,6 +62,10 @@ pub struct CommandPayload {
     pub command: ProcessorCommand,
     #[serde(default)]
     pub reply_to: Option<String>,
+    /// The waiting request whose final answer the outcome may store and
+    /// send (only with `reply_to`).
+    #[serde(default)]
+    pub answer_to: Option<AnswerTo>,
 }
 
 /// True for routing keys the relay can route: the first segment names the

@@ -279,6 +279,7 @@ where
                 created: execution.now,
             },
             reply_to: None,
+            answer_to: None,
             description: "refund",
         };
         effects::write(

@@ -9,7 +9,10 @@
 )]
 
 use snakepay_domain::ids::{MerchantId, RegionNumber, ShardNumber};
-use snakepay_store::idempotency::{self, AfterFailure, Claim, ClaimOutcome, StoredResponse};
+use snakepay_store::idempotency::{
+    self, AfterFailure, AnswerTo, Claim, ClaimOutcome, ResponseBytes, Settled, Stage,
+    StoredResponse,
+};
 use snakepay_store::testing;
 
 fn claim<'a>(merchant: MerchantId, request_id: &'a str) -> Claim<'a> {
@@ -35,6 +38,20 @@ async fn claimed(
     tx
 }
 
+fn response(status: u16, body: &[u8]) -> ResponseBytes<'_> {
+    ResponseBytes { status, body }
+}
+
+/// Stores a final response in the transaction that claimed the key.
+async fn complete(
+    tx: &mut sqlx::Transaction<'static, sqlx::Postgres>,
+    owner: &Claim<'_>,
+    status: u16,
+    body: &[u8],
+) -> anyhow::Result<()> {
+    idempotency::complete(tx, owner, response(status, body), Stage::Final).await
+}
+
 /// A stored response as a replay returns it.
 fn stored(status: u16, body: &[u8], request_id: &str) -> StoredResponse {
     StoredResponse {
@@ -55,7 +72,7 @@ async fn a_claim_lives_and_dies_with_its_transaction() {
     let pool = db.store.shard(ShardNumber(0)).unwrap();
     let merchant = MerchantId::generate(RegionNumber(1), ShardNumber(0)).unwrap();
     let mut tx = claimed(pool, &claim(merchant, "req_crashed")).await;
-    idempotency::complete(&mut tx, &claim(merchant, "req_crashed"), 200, b"lost")
+    complete(&mut tx, &claim(merchant, "req_crashed"), 200, b"lost")
         .await
         .unwrap();
     // The request died before committing: nothing of it stays.
@@ -66,7 +83,7 @@ async fn a_claim_lives_and_dies_with_its_transaction() {
         .unwrap();
     assert_eq!(rows, 0);
     let mut tx = claimed(pool, &claim(merchant, "req_retry")).await;
-    idempotency::complete(&mut tx, &claim(merchant, "req_retry"), 200, b"retried")
+    complete(&mut tx, &claim(merchant, "req_retry"), 200, b"retried")
         .await
         .unwrap();
     tx.commit().await.unwrap();
@@ -101,7 +118,7 @@ async fn a_second_claim_waits_for_the_first_transaction_and_then_replays_or_refu
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     assert!(!same.is_finished() && !other.is_finished());
 
-    idempotency::complete(&mut first, &claim(merchant, "req_first"), 200, b"first")
+    complete(&mut first, &claim(merchant, "req_first"), 200, b"first")
         .await
         .unwrap();
     first.commit().await.unwrap();
@@ -135,13 +152,13 @@ async fn an_earlier_versions_bare_claim_is_in_use_until_stale_then_taken_over_an
         .await
         .unwrap();
     let mut tx = claimed(pool, &claim(merchant, "req_new")).await;
-    idempotency::complete(&mut tx, &claim(merchant, "req_new"), 200, b"new")
+    complete(&mut tx, &claim(merchant, "req_new"), 200, b"new")
         .await
         .unwrap();
     tx.commit().await.unwrap();
     // The old request, finishing late, no longer holds the key.
     let mut late = pool.begin().await.unwrap();
-    let error = idempotency::complete(&mut late, &claim(merchant, "req_old"), 200, b"old")
+    let error = complete(&mut late, &claim(merchant, "req_old"), 200, b"old")
         .await
         .unwrap_err();
     assert!(error.is::<idempotency::KeyNotHeld>());
@@ -149,7 +166,7 @@ async fn an_earlier_versions_bare_claim_is_in_use_until_stale_then_taken_over_an
     // Nor can the holder store twice.
     let mut tx = pool.begin().await.unwrap();
     assert!(
-        idempotency::complete(&mut tx, &claim(merchant, "req_new"), 500, b"again")
+        complete(&mut tx, &claim(merchant, "req_new"), 500, b"again")
             .await
             .is_err()
     );
@@ -190,58 +207,122 @@ async fn an_error_after_a_rollback_is_stored_unless_another_request_answered_fir
     );
 }
 
+/// Phase 2: a response stored as awaiting its outcome is settled once, by
+/// whoever comes first — the request that stored it, or the outcome's
+/// writer — and the one that comes second learns what was settled.
 #[tokio::test]
-async fn only_the_request_that_stored_a_response_can_upgrade_it_and_only_once() {
-    use idempotency::ResponseBytes;
+async fn a_response_awaiting_its_outcome_is_settled_once_by_whoever_comes_first() {
+    use snakepay_store::compose::Statement;
+
     let db = testing::fresh(1).await.unwrap();
     let pool = db.store.shard(ShardNumber(0)).unwrap();
     let merchant = MerchantId::generate(RegionNumber(1), ShardNumber(0)).unwrap();
-    let owner = claim(merchant, "req_owner");
-    let mut tx = claimed(pool, &owner).await;
-    let processing = ResponseBytes {
-        status: 200,
-        body: b"processing",
+    let awaiting = |key: &'static str, request_id: &'static str| Claim {
+        key,
+        ..claim(merchant, request_id)
     };
-    let declined = ResponseBytes {
-        status: 402,
-        body: b"declined",
-    };
-    idempotency::complete(&mut tx, &owner, 200, b"processing")
-        .await
-        .unwrap();
-    tx.commit().await.unwrap();
-    let mut conn = pool.acquire().await.unwrap();
-
-    // Another request (a replay of the key, say) cannot upgrade it.
-    let other = claim(merchant, "req_other");
-    assert!(
-        !idempotency::replace_response(&mut conn, &other, processing, declined)
-            .await
-            .unwrap()
-    );
-    assert!(
-        idempotency::replace_response(&mut conn, &owner, processing, declined)
-            .await
-            .unwrap()
-    );
-    // The key no longer holds what the owner stored in phase 1: a second
-    // upgrade from it is refused.
-    assert!(
-        !idempotency::replace_response(
-            &mut conn,
+    let store_phase1 = |owner: Claim<'static>| async move {
+        let mut tx = claimed(pool, &owner).await;
+        idempotency::complete(
+            &mut tx,
             &owner,
-            processing,
-            ResponseBytes {
-                status: 200,
-                body: b"succeeded",
-            },
+            response(200, b"processing"),
+            Stage::AwaitingOutcome,
         )
         .await
-        .unwrap()
+        .unwrap();
+        tx.commit().await.unwrap();
+    };
+    // The outcome's writer: its CTE alone, answering `owner`; whether it
+    // stored the answer.
+    let outcome_answers = |owner: Claim<'static>, body: &'static [u8]| async move {
+        let to = AnswerTo {
+            request_id: owner.request_id.to_owned(),
+            idempotency_key: Some(owner.key.to_owned()),
+        };
+        let mut statement = Statement::new();
+        statement.push("with ");
+        idempotency::push_outcome_answer(
+            &mut statement,
+            merchant,
+            false,
+            &to,
+            owner.key,
+            response(200, body),
+            "true",
+        )
+        .unwrap();
+        statement.push(" select exists (select 1 from answered)");
+        statement.fetch_scalar::<bool>(pool).await.unwrap().unwrap()
+    };
+    let mut conn = pool.acquire().await.unwrap();
+
+    // The request settles first, with its final answer: the outcome's
+    // writer then stores nothing, and a replay gets the request's answer.
+    let owner = awaiting("key-a", "req_a");
+    store_phase1(owner.clone()).await;
+    // Another request (a replay of the key, say) cannot settle it.
+    let other = awaiting("key-a", "req_other");
+    assert_eq!(
+        idempotency::settle_response(&mut conn, &other, Some(response(402, b"declined")))
+            .await
+            .unwrap(),
+        Settled::Gone
     );
     assert_eq!(
+        idempotency::settle_response(&mut conn, &owner, Some(response(402, b"declined")))
+            .await
+            .unwrap(),
+        Settled::Ours
+    );
+    assert!(!outcome_answers(owner.clone(), b"succeeded").await);
+    assert_eq!(
         claim_once(pool, &other).await,
-        ClaimOutcome::Replay(stored(402, b"declined", "req_owner"))
+        ClaimOutcome::Replay(stored(402, b"declined", "req_a"))
+    );
+
+    // The outcome's writer settles first: the request learns its answer.
+    let owner = awaiting("key-b", "req_b");
+    store_phase1(owner.clone()).await;
+    assert!(outcome_answers(owner.clone(), b"succeeded").await);
+    assert!(
+        !outcome_answers(owner.clone(), b"again").await,
+        "settled once"
+    );
+    assert_eq!(
+        idempotency::settle_response(&mut conn, &owner, Some(response(200, b"mine")))
+            .await
+            .unwrap(),
+        Settled::Theirs(stored(200, b"succeeded", "req_b"))
+    );
+
+    // The wait ran out: the request settles phase 1's answer as it is, and
+    // an outcome that commits later no longer changes it.
+    let owner = awaiting("key-c", "req_c");
+    store_phase1(owner.clone()).await;
+    assert_eq!(
+        idempotency::settle_response(&mut conn, &owner, None)
+            .await
+            .unwrap(),
+        Settled::Ours
+    );
+    assert!(!outcome_answers(owner.clone(), b"succeeded").await);
+    assert_eq!(
+        claim_once(pool, &awaiting("key-c", "req_replay")).await,
+        ClaimOutcome::Replay(stored(200, b"processing", "req_c"))
+    );
+
+    // A final response (not awaiting an outcome) is never settled again.
+    let owner = awaiting("key-d", "req_d");
+    let mut tx = claimed(pool, &owner).await;
+    complete(&mut tx, &owner, 200, b"done").await.unwrap();
+    tx.commit().await.unwrap();
+    assert!(!outcome_answers(owner.clone(), b"succeeded").await);
+    assert_eq!(
+        idempotency::settle_response(&mut conn, &owner, Some(response(402, b"declined")))
+            .await
+            .unwrap(),
+        Settled::Theirs(stored(200, b"done", "req_d"))
     );
 }
 
@@ -260,7 +341,13 @@ async fn a_key_answered_inside_a_write_fails_the_whole_write_when_taken() {
     let write = |owner: &Claim<'_>, marker: &str| {
         let mut statement = Statement::new();
         statement.push("with answered as (");
-        idempotency::push_answered(&mut statement, owner, 200, b"created").unwrap();
+        idempotency::push_answered(
+            &mut statement,
+            owner,
+            response(200, b"created"),
+            Stage::Final,
+        )
+        .unwrap();
         statement.push(
             "), command as (insert into outbox (routing_key, payload) values ($1, '{}')) select 1",
         );
@@ -329,8 +416,8 @@ async fn a_key_answered_inside_a_write_fails_the_whole_write_when_taken() {
             key: "key-3",
             ..owner.clone()
         },
-        200,
-        b"x",
+        response(200, b"x"),
+        Stage::Final,
     )
     .unwrap();
     broken

@@ -193,6 +193,18 @@ pub static PAYMENTS: LazyLock<PaymentMetrics> = LazyLock::new(|| PaymentMetrics 
     ),
 });
 
+/// Requests of the External API that waited for a processor outcome, by
+/// how they were answered: `reply` (the final answer the outcome committed
+/// with, carried by its reply: no database work), `reload` (the object
+/// reloaded after a reply), `timeout` (the wait ran out), `failed` (the
+/// wait failed; phase 1's answer was given).
+pub static OUTCOME_WAITS: LazyLock<Family<Labels, Counter>> = LazyLock::new(|| {
+    counters(
+        "snakepay_outcome_waits",
+        "Requests that waited for a processor outcome, by answer (reply, reload, timeout, failed).",
+    )
+});
+
 /// Circuit breakers: 0 closed, 1 half-open, 2 open.
 pub static CIRCUIT_BREAKERS: LazyLock<Family<Labels, Gauge>> = LazyLock::new(|| {
     gauges(

@@ -33,7 +33,7 @@ use snakepay_processor_sim::{ProcessorSimSection, RunningSim, SimConfig};
 use snakepay_store::attempts::{self, AttemptStatus};
 use snakepay_store::effects::{self, EffectContext};
 use snakepay_store::events::EventSource;
-use snakepay_store::idempotency::{self, Claim};
+use snakepay_store::idempotency::{self, Claim, ResponseBytes, Stage};
 use snakepay_store::intents::{self, IntentRecord, NewAttempt};
 use snakepay_store::merchants::{self, NewMerchant};
 use snakepay_store::outbox::{self, OutboxMessage};
@@ -184,6 +184,7 @@ impl Region {
                 created: unix_now(),
             },
             reply_to: None,
+            answer_to: None,
             description: "verify test",
         }
     }
@@ -1004,9 +1005,17 @@ async fn two_intents_created_under_one_idempotency_key_are_reported() {
         .await;
     let body =
         serde_json::to_vec(&json!({"id": first.to_string(), "object": "payment_intent"})).unwrap();
-    idempotency::complete(&mut tx, &claim, 200, &body)
-        .await
-        .unwrap();
+    idempotency::complete(
+        &mut tx,
+        &claim,
+        ResponseBytes {
+            status: 200,
+            body: &body,
+        },
+        Stage::Final,
+    )
+    .await
+    .unwrap();
     tx.commit().await.unwrap();
     // A key whose one intent is the one it replays is fine.
     let single = Claim {
@@ -1021,9 +1030,17 @@ async fn two_intents_created_under_one_idempotency_key_are_reported() {
         .await;
     let body =
         serde_json::to_vec(&json!({"id": once.to_string(), "object": "payment_intent"})).unwrap();
-    idempotency::complete(&mut tx, &single, 200, &body)
-        .await
-        .unwrap();
+    idempotency::complete(
+        &mut tx,
+        &single,
+        ResponseBytes {
+            status: 200,
+            body: &body,
+        },
+        Stage::Final,
+    )
+    .await
+    .unwrap();
     tx.commit().await.unwrap();
     region.relay().await;
 

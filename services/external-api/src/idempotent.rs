@@ -25,7 +25,7 @@ use snakepay_http::error::SHOULD_RETRY_HEADER;
 use snakepay_http::{ApiError, Params, StripeParams, idempotency_key};
 use snakepay_store::compose::Statement;
 use snakepay_store::idempotency::{
-    self, AfterFailure, Claim, ClaimOutcome, ResponseBytes, StoredResponse,
+    self, AfterFailure, Claim, ClaimOutcome, ResponseBytes, Settled, Stage, StoredResponse,
 };
 use snakepay_store::retry::{self, AsRetryable};
 use sqlx::{PgConnection, PgPool, Postgres, Transaction};
@@ -55,6 +55,14 @@ impl Reply {
     pub fn in_flight(mut self, in_flight: bool) -> Reply {
         self.in_flight = in_flight;
         self
+    }
+
+    /// The reply as its key stores it.
+    fn stored(&self) -> ResponseBytes<'_> {
+        ResponseBytes {
+            status: self.status.as_u16(),
+            body: &self.body,
+        }
     }
 }
 
@@ -254,7 +262,8 @@ where
         }
         let (mut tx, reply) = work(tx).await?;
         if let Some(claim) = &claim {
-            idempotency::complete(&mut tx, claim, reply.status.as_u16(), &reply.body).await?;
+            idempotency::complete(&mut tx, claim, reply.stored(), Stage::of(reply.in_flight))
+                .await?;
         }
         tx.commit().await?;
         Ok::<Written, WorkError>(Written::Executed(reply))
@@ -293,9 +302,13 @@ pub async fn write_at_once(
     statement.push("with ");
     if let Some(claim) = request.claim() {
         statement.push("answered as (");
-        let status = reply.status.as_u16();
-        if let Err(error) = idempotency::push_answered(&mut statement, &claim, status, &reply.body)
-        {
+        let stored = idempotency::push_answered(
+            &mut statement,
+            &claim,
+            reply.stored(),
+            Stage::of(reply.in_flight),
+        );
+        if let Err(error) = stored {
             tracing::warn!(error = %format!("{error:#}"), "cannot bind the stored response");
             return None;
         }
@@ -345,51 +358,59 @@ pub fn unavailable(request: &Request<'_>, error: sqlx::Error) -> Executed {
     }
 }
 
-/// Phase 2's answer: `answer` (the state after the wait) replaces the
-/// response stored in phase 1 (`phase1`), so that a replay returns what this
-/// client gets. If the upgrade fails, the client gets the phase-1 response,
-/// which is still true and is what a replay returns.
+/// Phase 2's answer: settles the response stored in phase 1 (which a
+/// request that waits stores as awaiting its outcome) with `answer`, the
+/// state after the wait, so that a replay returns what this client gets.
+/// If the integration service settled it first (with the answer it stored
+/// with the outcome, when this request's reply went astray), that stored
+/// answer is the one to give. If the settling fails, the client gets the
+/// phase-1 response, which is still true.
 pub async fn answer_after_wait(
     conn: &mut PgConnection,
     request: &Request<'_>,
     phase1: Reply,
     answer: Reply,
 ) -> Response {
+    let Some(claim) = request.claim() else {
+        return respond(answer.status, answer.body);
+    };
     let unchanged = answer.status == phase1.status && answer.body == phase1.body;
-    if let (Some(claim), false) = (request.claim(), unchanged) {
-        let upgraded = idempotency::replace_response(
-            conn,
-            &claim,
-            ResponseBytes {
-                status: phase1.status.as_u16(),
-                body: &phase1.body,
-            },
-            ResponseBytes {
-                status: answer.status.as_u16(),
-                body: &answer.body,
-            },
-        )
-        .await;
-        match upgraded {
-            Ok(true) => {}
-            Ok(false) => {
-                tracing::warn!(
-                    http.request_id = request.request_id,
-                    "the stored idempotent response was not ours to upgrade; answering with it"
-                );
-                return with_key(respond(phase1.status, phase1.body), Some(claim.key));
-            }
-            Err(error) => {
-                tracing::warn!(
-                    http.request_id = request.request_id,
-                    error = %format!("{error:#}"),
-                    "could not upgrade the stored idempotent response; answering with it"
-                );
-                return with_key(respond(phase1.status, phase1.body), Some(claim.key));
-            }
+    // Unchanged: keep the stored bytes, only settle them.
+    let next = (!unchanged).then(|| answer.stored());
+    match idempotency::settle_response(conn, &claim, next).await {
+        Ok(Settled::Ours) => with_key(respond(answer.status, answer.body), Some(claim.key)),
+        Ok(Settled::Theirs(stored)) => {
+            with_key(respond_stored(stored.status, stored.body), Some(claim.key))
+        }
+        Ok(Settled::Gone) => {
+            tracing::warn!(
+                http.request_id = request.request_id,
+                "the stored idempotent response was gone; answering without storing"
+            );
+            with_key(respond(answer.status, answer.body), Some(claim.key))
+        }
+        Err(error) => {
+            tracing::warn!(
+                http.request_id = request.request_id,
+                error = %format!("{error:#}"),
+                "could not settle the stored idempotent response; answering with phase 1's"
+            );
+            with_key(respond(phase1.status, phase1.body), Some(claim.key))
         }
     }
-    with_key(respond(answer.status, answer.body), request.idempotency_key)
+}
+
+/// The answer the integration service committed with the outcome (and
+/// stored under the key, if there is one): sent as is.
+pub fn answered_by_outcome(request: &Request<'_>, status: u16, body: Vec<u8>) -> Response {
+    with_key(respond_stored(status, body), request.idempotency_key)
+}
+
+fn respond_stored(status: u16, body: Vec<u8>) -> Response {
+    respond(
+        StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+        body,
+    )
 }
 
 /// The answer to work that failed; stores it under the key when execution
@@ -477,8 +498,8 @@ fn with_key(mut response: Response, key: Option<&str>) -> Response {
 }
 
 fn replay(stored: StoredResponse, key: &str) -> Response {
-    let status = StatusCode::from_u16(stored.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let mut response = respond(status, stored.body);
+    let mut response = respond_stored(stored.status, stored.body);
+    let status = response.status();
     let headers = response.headers_mut();
     headers.insert("idempotent-replayed", HeaderValue::from_static("true"));
     headers.insert("original-request", header(&stored.request_id));

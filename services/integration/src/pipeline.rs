@@ -26,7 +26,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use snakepay_bus::Publisher;
-use snakepay_bus::reply::{OutcomeReply, send_reply};
+use snakepay_bus::reply::{OutcomeReply, ReplyAnswer, send_reply};
 use snakepay_domain::Money;
 use snakepay_domain::ids::{AttemptId, MerchantId, PaymentIntentId, PaymentMethodId, RefundId};
 use snakepay_domain::payment_intent::{
@@ -34,10 +34,12 @@ use snakepay_domain::payment_intent::{
     PaymentIntentStatus, PendingOperation, ProcessorOutcome,
 };
 use snakepay_domain::refund;
+use snakepay_http::outcome;
 use snakepay_store::attempts::{self, AttemptCard, AttemptStatus, AuthorizationRecord, SealedCard};
 use snakepay_store::charges::{self, ChargeView};
 use snakepay_store::effects::{self, EffectContext};
 use snakepay_store::events::EventSource;
+use snakepay_store::idempotency::{AnswerTo, ResponseBytes};
 use snakepay_store::intents::{self, IntentRecord, WithCard};
 use snakepay_store::outbox::CommandPayload;
 use snakepay_store::refunds;
@@ -88,17 +90,28 @@ impl Pipeline {
         let intent_id = PaymentIntentId::parse(&payload.payment_intent)
             .context("command names no valid payment intent")?;
         let reply_to = payload.reply_to.as_deref();
+        let waiting = Waiting {
+            reply_to,
+            // Only a confirmation's request is answered by its outcome.
+            answer_to: match payload.command {
+                C::Authorize { .. } => payload.answer_to.as_ref().filter(|_| reply_to.is_some()),
+                _ => None,
+            },
+        };
+        // The waiting request's final answer, when the outcome carried it.
+        let mut answer = None;
         // The refund the command is about, if any: the reply names it.
         let refund = match payload.command {
             C::Authorize { attempt, .. } | C::Capture { attempt, .. } => {
-                self.drive_intent(
-                    payload.merchant_id,
-                    intent_id,
-                    Some(attempt),
-                    Mode::Send,
-                    reply_to,
-                )
-                .await?;
+                answer = self
+                    .drive(
+                        payload.merchant_id,
+                        intent_id,
+                        Some(attempt),
+                        Mode::Send,
+                        waiting,
+                    )
+                    .await?;
                 None
             }
             C::Void { attempt } => {
@@ -138,7 +151,7 @@ impl Pipeline {
         // unknown — the request waiting for it is told to look again. A
         // reply is only a wake-up (a spare one costs a reload); a missing
         // one costs that client the whole wait.
-        self.reply(reply_to, intent_id, refund).await;
+        self.reply(reply_to, intent_id, refund, answer).await;
         Ok(())
     }
 
@@ -159,6 +172,26 @@ impl Pipeline {
         mode: Mode,
         reply_to: Option<&str>,
     ) -> anyhow::Result<()> {
+        let waiting = Waiting {
+            reply_to,
+            answer_to: None,
+        };
+        self.drive(merchant, intent_id, attempt, mode, waiting)
+            .await
+            .map(drop)
+    }
+
+    /// [`Self::drive_intent`], returning the final answer of the request
+    /// named in `waiting.answer_to` when the outcome committed with it.
+    async fn drive(
+        &self,
+        merchant: MerchantId,
+        intent_id: PaymentIntentId,
+        attempt: Option<AttemptId>,
+        mode: Mode,
+        waiting: Waiting<'_>,
+    ) -> anyhow::Result<Option<ReplyAnswer>> {
+        let reply_to = waiting.reply_to;
         let pool = self.pool(merchant)?;
         // A command names its attempt: its card comes with the intent, in
         // one round trip, for the authorization it most likely is.
@@ -179,14 +212,14 @@ impl Pipeline {
         }) = loaded
         else {
             tracing::warn!(payment.id = %intent_id, "command for an unknown payment intent");
-            return Ok(());
+            return Ok(None);
         };
         if record.merchant_id != merchant {
             tracing::warn!(payment.id = %intent_id, "command names another merchant's intent");
-            return Ok(());
+            return Ok(None);
         }
         let Some(pending) = record.intent.pending else {
-            return Ok(());
+            return Ok(None);
         };
         let pending_attempt = match pending {
             PendingOperation::Authorize { attempt, .. }
@@ -195,7 +228,7 @@ impl Pipeline {
         };
         if attempt.is_some_and(|a| a != pending_attempt) {
             tracing::debug!(payment.id = %intent_id, "command no longer due");
-            return Ok(());
+            return Ok(None);
         }
         let attempt = pending_attempt;
         let command = match pending {
@@ -207,10 +240,10 @@ impl Pipeline {
                         .await
                 };
                 let Some(answer) = settled(answer, intent_id) else {
-                    return Ok(());
+                    return Ok(None);
                 };
                 return self
-                    .commit_authorization(pool, &record, charge, attempt, answer, reply_to)
+                    .commit_authorization(pool, &record, charge, attempt, answer, waiting)
                     .await;
             }
             PendingOperation::Capture { amount, .. } => {
@@ -233,7 +266,7 @@ impl Pipeline {
                     )
                     .await;
                 let Some(answer) = settled(answer, intent_id) else {
-                    return Ok(());
+                    return Ok(None);
                 };
                 IntentCommand::CaptureResult {
                     attempt,
@@ -243,7 +276,7 @@ impl Pipeline {
             PendingOperation::Void { .. } => {
                 let answer = self.void_at_processor(pool, attempt, mode).await;
                 let Some(answer) = settled(answer, intent_id) else {
-                    return Ok(());
+                    return Ok(None);
                 };
                 IntentCommand::VoidResult {
                     attempt,
@@ -252,7 +285,9 @@ impl Pipeline {
                 }
             }
         };
-        self.commit_intent(pool, &record, command, reply_to).await
+        self.commit_intent(pool, &record, command, reply_to)
+            .await
+            .map(|()| None)
     }
 
     /// The authorization's answer: inquired first for the reconciler, sent
@@ -561,8 +596,9 @@ impl Pipeline {
         charge: Option<ChargeView>,
         attempt: AttemptId,
         answer: Authorization,
-        reply_to: Option<&str>,
-    ) -> anyhow::Result<()> {
+        waiting: Waiting<'_>,
+    ) -> anyhow::Result<Option<ReplyAnswer>> {
+        let reply_to = waiting.reply_to;
         let reference = Some(answer.processor_reference()).filter(|r| !r.is_empty());
         let (outcome, status, error) = match &answer {
             Authorization::Approved { .. } => (
@@ -610,13 +646,13 @@ impl Pipeline {
                 charge.clone(),
                 &outcome,
                 &record,
-                reply_to,
+                waiting,
             )
         })
         .await?;
-        if at_once {
+        if let Some(answer) = at_once {
             tracing::info!(payment.id = %intent_id, payment.attempt = %attempt, "authorization outcome committed");
-            return Ok(());
+            return Ok(answer);
         }
         let changed = retry::transaction("commit authorization", || async {
             let mut tx = pool.begin().await?;
@@ -655,17 +691,18 @@ impl Pipeline {
         if changed {
             tracing::info!(payment.id = %intent_id, payment.attempt = %attempt, "authorization outcome committed");
         }
-        Ok(())
+        Ok(None)
     }
 
     /// The usual case of [`Self::commit_authorization`]: the answer applies
     /// to the intent as it was read before the processor call, and that is
     /// still the intent's version. Then the whole outcome commits in one
     /// statement without a row lock ([`effects::commit_at_once`]), guarded
-    /// on that version. `false`: nothing was written, because the answer
+    /// on that version. `None`: nothing was written, because the answer
     /// changes nothing here or the intent moved on meanwhile (a
     /// notification, the reconciler or a cancel committed first); the
-    /// locked path then decides with the row as it now is.
+    /// locked path then decides with the row as it now is. `Some` holds the
+    /// waiting request's final answer, when it committed with the outcome.
     async fn commit_authorization_at_once(
         &self,
         pool: &PgPool,
@@ -673,12 +710,12 @@ impl Pipeline {
         charge: Option<ChargeView>,
         outcome: &AuthorizationOutcome,
         record: &AuthorizationRecord<'_>,
-        reply_to: Option<&str>,
-    ) -> anyhow::Result<bool> {
+        waiting: Waiting<'_>,
+    ) -> anyhow::Result<Option<Option<ReplyAnswer>>> {
         let attempt = record.attempt;
         let applies = matches!(loaded.intent.pending, Some(PendingOperation::Authorize { attempt: a, .. }) if a == attempt);
         if !applies {
-            return Ok(false);
+            return Ok(None);
         }
         let Ok(t) = payment_intent::apply(
             &loaded.intent,
@@ -688,10 +725,10 @@ impl Pipeline {
                 now: snakepay_store::unix_now(),
             },
         ) else {
-            return Ok(false);
+            return Ok(None);
         };
         if t.intent == loaded.intent {
-            return Ok(false);
+            return Ok(None);
         }
         let mut intent = loaded.clone();
         intent.intent = t.intent;
@@ -709,7 +746,7 @@ impl Pipeline {
                     None => charges::find(pool, id, intent.merchant_id, intent.livemode).await?,
                 };
                 let Some(view) = view else {
-                    return Ok(false);
+                    return Ok(None);
                 };
                 Some(view.after_authorization(&committed, record)?)
             }
@@ -718,18 +755,34 @@ impl Pipeline {
         // The cache learns the new version before the commit (see
         // `invalidate`); a write that does not happen only costs a reload.
         self.invalidate(&committed).await;
-        let committed = effects::commit_at_once(
+        let answer = waiting
+            .answer_to
+            .and_then(|to| final_answer(&committed, attempt, to));
+        let written = effects::commit_at_once(
             pool,
             &effects::AuthorizationOutcome {
                 intent: &intent,
                 effects: &t.effects,
-                context: self.context(&intent, reply_to),
+                context: self.context(&intent, waiting.reply_to),
                 attempt: *record,
                 charge: charge.as_ref(),
+                answer: answer.as_ref().map(|(to, answer)| effects::OutcomeAnswer {
+                    to,
+                    response: ResponseBytes {
+                        status: answer.status,
+                        body: answer.body.as_bytes(),
+                    },
+                }),
             },
         )
         .await?;
-        Ok(committed.is_some())
+        let Some(written) = written else {
+            return Ok(None);
+        };
+        // Without a key there is nothing to store: the reply alone answers.
+        let answered =
+            answer.filter(|(to, _)| written.answer_stored || to.idempotency_key.is_none());
+        Ok(Some(answered.map(|(_, answer)| answer)))
     }
 
     /// Commits a capture or void answer.
@@ -888,6 +941,8 @@ impl Pipeline {
                 created: snakepay_store::unix_now(),
             },
             reply_to,
+            // Follow-up commands answer no request.
+            answer_to: None,
             description: "processor outcome",
         }
     }
@@ -899,6 +954,7 @@ impl Pipeline {
         reply_to: Option<&str>,
         intent: PaymentIntentId,
         refund: Option<RefundId>,
+        answer: Option<ReplyAnswer>,
     ) {
         let (Some(publisher), Some(reply_to)) = (&self.replies, reply_to) else {
             return;
@@ -906,11 +962,48 @@ impl Pipeline {
         let reply = OutcomeReply {
             payment_intent: intent.to_string(),
             refund: refund.map(|r| r.to_string()),
+            answer,
         };
         if let Err(error) = send_reply(publisher, reply_to, &reply).await {
             tracing::debug!(error = %format!("{error:#}"), "outcome reply not delivered");
         }
     }
+}
+
+/// Who waits for an operation's outcome: the API instance's reply queue
+/// (named on follow-up commands too) and the request there that the
+/// outcome may answer (`idempotency::AnswerTo`).
+#[derive(Debug, Clone, Copy)]
+struct Waiting<'a> {
+    reply_to: Option<&'a str>,
+    answer_to: Option<&'a AnswerTo>,
+}
+
+/// The final answer of the request that confirmed `attempt` and waits, as
+/// the External API would render it after a reload (`snakepay_http::outcome`,
+/// no `expand[]`: a request with one names no `answer_to`). `None` while the
+/// intent is still in flight: the request goes on waiting.
+fn final_answer<'a>(
+    committed: &IntentRecord,
+    attempt: AttemptId,
+    to: &'a AnswerTo,
+) -> Option<(&'a AnswerTo, ReplyAnswer)> {
+    let intent = &committed.intent;
+    if intent.status == PaymentIntentStatus::Processing {
+        return None;
+    }
+    let object = snakepay_store::objects::payment_intent(committed);
+    let (status, body) =
+        outcome::intent_answer(intent, intent.refusal_of_confirmation(attempt), object);
+    let body = serde_json::to_string(&body).ok()?;
+    Some((
+        to,
+        ReplyAnswer {
+            request_id: to.request_id.clone(),
+            status: status.as_u16(),
+            body,
+        },
+    ))
 }
 
 /// What an inquiry means for the caller: the processor's answer, `None`

@@ -158,6 +158,7 @@ async fn an_unconfirmed_publisher_delivers_replies_and_drops_those_to_a_missing_
     let reply = |intent: &str| OutcomeReply {
         payment_intent: intent.to_owned(),
         refund: None,
+        answer: None,
     };
     send_reply(&publisher, "amq.gen-no-such-queue", &reply("pi_lost"))
         .await

@@ -20,12 +20,11 @@
 
 use http::StatusCode;
 use serde_json::Value;
-use snakepay_domain::payment_intent::{PaymentError, PaymentIntent, PaymentIntentStatus};
-use snakepay_http::ApiError;
+use snakepay_http::outcome;
 use snakepay_store::objects;
 use sqlx::PgConnection;
 
-use super::{Current, IntentChange, Subject};
+use super::{Current, Subject};
 use crate::auth::Auth;
 use crate::idempotent::Reply;
 use crate::routes::payment_intents;
@@ -39,10 +38,9 @@ pub(super) async fn render(
     match (subject, current) {
         (Subject::Intent { change, expand, .. }, Current::Intent(record)) => {
             let object = payment_intents::render(conn, auth, record, expand).await?;
-            match refusal(*change, &record.intent) {
-                Some(error) => card_error(error, &record.intent, object),
-                None => json(StatusCode::OK, &object, current.in_flight()),
-            }
+            let intent = &record.intent;
+            let (status, body) = outcome::intent_answer(intent, change.refusal(intent), object);
+            json(status, &body, current.in_flight())
         }
         (Subject::Refund { .. }, Current::Refund(record)) => json(
             StatusCode::OK,
@@ -51,44 +49,6 @@ pub(super) async fn render(
         ),
         _ => anyhow::bail!("the loaded object does not match what the request changed"),
     }
-}
-
-/// The processor's refusal of this request's change, if that is how it ended.
-fn refusal(change: IntentChange, intent: &PaymentIntent) -> Option<&PaymentError> {
-    let error = intent.last_payment_error.as_ref()?;
-    let refused = match change {
-        IntentChange::Confirm { attempt } => {
-            intent.status == PaymentIntentStatus::RequiresPaymentMethod
-                && intent.latest_attempt == Some(attempt)
-        }
-        // Back from `processing` to `requires_capture` only on a refusal.
-        IntentChange::Capture | IntentChange::Cancel => {
-            intent.status == PaymentIntentStatus::RequiresCapture
-        }
-    };
-    refused.then_some(error)
-}
-
-fn card_error(
-    error: &PaymentError,
-    intent: &PaymentIntent,
-    object: Value,
-) -> anyhow::Result<Reply> {
-    let code = serde_json::to_value(error.code)?;
-    let code = code
-        .as_str()
-        .ok_or_else(|| anyhow::anyhow!("card error code is not a string"))?;
-    let mut body =
-        ApiError::card_error(code, error.decline_code.as_deref(), &error.message, object).body();
-    if let Some(fields) = body.get_mut("error").and_then(Value::as_object_mut) {
-        fields.insert(
-            "charge".to_owned(),
-            intent
-                .latest_charge
-                .map_or(Value::Null, |charge| Value::from(charge.to_string())),
-        );
-    }
-    json(StatusCode::PAYMENT_REQUIRED, &body, false)
 }
 
 fn json(status: StatusCode, value: &Value, in_flight: bool) -> anyhow::Result<Reply> {

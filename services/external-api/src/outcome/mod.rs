@@ -16,9 +16,16 @@
 //! - this file: [`Outcomes`] (what handlers share), [`Outcomes::expect`]
 //!   before the transaction and [`finish`] after it.
 //!
-//! A reply is only a wake-up: the database holds the truth, so every wake-up
-//! reloads the object, and a reply that leaves it in flight (an unknown
-//! outcome that the reconciler will resolve) keeps the request waiting.
+//! A reply is a wake-up: the database holds the truth, so a wake-up reloads
+//! the object, and a reply that leaves it in flight (an unknown outcome
+//! that the reconciler will resolve) keeps the request waiting. The fast
+//! path is a confirmation without `expand[]`: its command names the
+//! request (`answer_to`), and the integration service renders the request's
+//! final answer itself and stores it under the request's key in the same
+//! statement as the outcome; its reply carries that answer, which the
+//! request sends as is, without touching the database. Whoever settles the
+//! stored response first — the outcome's writer or the request's phase 2 —
+//! decides it (`idempotency::settle_response`).
 
 mod answer;
 mod registry;
@@ -28,13 +35,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::response::Response;
-use snakepay_bus::reply::OutcomeReply;
+use snakepay_bus::reply::{OutcomeReply, ReplyAnswer};
 use snakepay_domain::ids::{AttemptId, PaymentIntentId, RefundId};
-use snakepay_domain::payment_intent::PaymentIntentStatus;
+use snakepay_domain::payment_intent::{PaymentError, PaymentIntent, PaymentIntentStatus};
 use snakepay_domain::refund::RefundStatus;
 use snakepay_http::{Health, ReadinessCheck};
+use snakepay_store::idempotency::AnswerTo;
 use snakepay_store::intents::{self, IntentRecord};
 use snakepay_store::refunds::{self, RefundRecord};
+use snakepay_telemetry::metrics::{OUTCOME_WAITS, labels};
 use sqlx::pool::PoolConnection;
 use sqlx::{PgConnection, Postgres};
 use tokio::sync::watch;
@@ -96,10 +105,11 @@ impl Outcomes {
         self.0.reply_queue.send_replace(queue);
     }
 
-    fn wake(&self, reply: &OutcomeReply) {
-        let mut woken = self.0.registry.wake(&reply.payment_intent);
+    fn wake(&self, reply: OutcomeReply) {
+        let answer = reply.answer.map(Arc::new);
+        let mut woken = self.0.registry.wake(&reply.payment_intent, answer);
         if let Some(refund) = &reply.refund {
-            woken |= self.0.registry.wake(refund);
+            woken |= self.0.registry.wake(refund, None);
         }
         if !woken {
             tracing::debug!(
@@ -176,6 +186,24 @@ impl Expectation {
     pub fn reply_to(&self) -> Option<&str> {
         self.reply_to.as_deref()
     }
+
+    /// For `answer_to` in the request's commands: a confirmation that waits
+    /// and asks for no `expand[]` may be answered by the integration service
+    /// (which renders the intent alone).
+    pub fn answer_to(&self, request: &Request<'_>, subject: &Subject<'_>) -> Option<AnswerTo> {
+        let confirms = matches!(
+            subject,
+            Subject::Intent {
+                change: IntentChange::Confirm { .. },
+                expand: [],
+                ..
+            }
+        );
+        (confirms && self.waiter.is_some() && self.reply_to.is_some()).then(|| AnswerTo {
+            request_id: request.request_id.to_owned(),
+            idempotency_key: request.idempotency_key.map(str::to_owned),
+        })
+    }
 }
 
 /// What a request changed, and so what it waits for.
@@ -201,6 +229,16 @@ pub enum IntentChange {
     },
     Capture,
     Cancel,
+}
+
+impl IntentChange {
+    /// The processor's refusal of this change, if that is how it ended.
+    fn refusal(self, intent: &PaymentIntent) -> Option<&PaymentError> {
+        match self {
+            IntentChange::Confirm { attempt } => intent.refusal_of_confirmation(attempt),
+            IntentChange::Capture | IntentChange::Cancel => intent.refusal_of_completion(),
+        }
+    }
 }
 
 impl Subject<'_> {
@@ -246,8 +284,9 @@ impl Current {
 /// Called after the transaction. Answers at once with what phase 1 gave
 /// unless this request committed a change that is in flight and registered
 /// as a waiter; then waits until a reply shows the object settled or the
-/// wait runs out, and answers with the object as it is then, upgrading the
-/// stored idempotent response. Replays and errors never wait.
+/// wait runs out, and answers with the answer the reply carried, or with
+/// the object as it is then, settling the stored idempotent response.
+/// Replays and errors never wait.
 pub async fn finish(
     state: &AppState,
     request: &Request<'_>,
@@ -259,11 +298,30 @@ pub async fn finish(
     let (Some(phase1), Some(waiter)) = (executed.in_flight, waiter) else {
         return executed.response;
     };
-    match wait_for(state, request.auth, subject, waiter, wait).await {
-        Ok((answer, mut conn)) => {
+    let counted = |answer: &'static str| {
+        OUTCOME_WAITS
+            .get_or_create(&labels([("answer", answer)]))
+            .inc();
+    };
+    match wait_for(state, request, subject, waiter, wait).await {
+        Ok(Outcome::Answered(answer)) => {
+            counted("reply");
+            idempotent::answered_by_outcome(
+                request,
+                answer.status,
+                answer.body.clone().into_bytes(),
+            )
+        }
+        Ok(Outcome::Loaded {
+            answer,
+            mut conn,
+            timed_out,
+        }) => {
+            counted(if timed_out { "timeout" } else { "reload" });
             idempotent::answer_after_wait(&mut conn, request, phase1, answer).await
         }
         Err(error) => {
+            counted("failed");
             // The phase-1 answer (and the stored response) is still true.
             tracing::warn!(
                 error = %format!("{error:#}"),
@@ -274,17 +332,32 @@ pub async fn finish(
     }
 }
 
-/// Waits until the subject is no longer in flight or `wait` passed, and
-/// renders the answer from its state then. Returns the connection it read
-/// on, for the stored response's upgrade: one use of the pool per answer
-/// (each use costs a round trip of its own, sqlx's ping on release).
+/// How a wait ended.
+enum Outcome {
+    /// The reply carried this request's final answer, already stored.
+    Answered(Arc<ReplyAnswer>),
+    /// The answer rendered from the object as loaded, with the connection
+    /// it was read on, for settling the stored response: one use of the
+    /// pool per answer (each use costs a round trip of its own, sqlx's ping
+    /// on release).
+    Loaded {
+        answer: idempotent::Reply,
+        conn: PoolConnection<Postgres>,
+        /// The wait ran out (rather than a reply showing it settled).
+        timed_out: bool,
+    },
+}
+
+/// Waits until a reply carries this request's answer, the subject is no
+/// longer in flight, or `wait` passed.
 async fn wait_for(
     state: &AppState,
-    auth: &Auth,
+    request: &Request<'_>,
     subject: &Subject<'_>,
     mut waiter: Waiter,
     wait: Duration,
-) -> anyhow::Result<(idempotent::Reply, PoolConnection<Postgres>)> {
+) -> anyhow::Result<Outcome> {
+    let auth = request.auth;
     let deadline = tokio::time::Instant::now() + wait;
     let pool = state
         .store
@@ -296,11 +369,19 @@ async fn wait_for(
         let woken = tokio::time::timeout_at(deadline, waiter.woken())
             .await
             .is_ok();
+        // (Once carried, this request's answer is stored: whenever it came.)
+        if let Some(answer) = waiter.answer_for(request.request_id) {
+            return Ok(Outcome::Answered(answer));
+        }
         let mut conn = pool.acquire().await?;
         let current = subject.load(&mut conn, auth).await?;
         if !woken || !current.in_flight() {
             let answer = answer::render(&mut conn, auth, subject, &current).await?;
-            return Ok((answer, conn));
+            return Ok(Outcome::Loaded {
+                answer,
+                conn,
+                timed_out: !woken,
+            });
         }
     }
 }

@@ -4,13 +4,15 @@
 //! A request registers before its transaction commits, so a reply that
 //! arrives the moment after the commit is never missed: each object has a
 //! counter that every reply bumps, and a waiter sees any bump made after it
-//! registered. Entries are removed when their last waiter is dropped —
+//! registered. The latest reply's answer, if it carried one for some
+//! request, rides along ([`Waiter::answer_for`]). Entries are removed when their last waiter is dropped —
 //! whether the request finished, gave up, or was cancelled by the request
 //! timeout or a client that went away — so nothing accumulates under load.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
+use snakepay_bus::reply::ReplyAnswer;
 use tokio::sync::watch;
 
 /// The most requests of one instance that may wait at once. Beyond it a
@@ -32,8 +34,17 @@ struct Inner {
 
 #[derive(Debug)]
 struct Slot {
-    wake: watch::Sender<u64>,
+    wake: watch::Sender<News>,
     waiters: usize,
+}
+
+/// What the waiters of an object last heard.
+#[derive(Debug, Default)]
+struct News {
+    /// Bumped by every reply.
+    replies: u64,
+    /// The final answer the latest reply carried, for the request it names.
+    answer: Option<Arc<ReplyAnswer>>,
 }
 
 impl Registry {
@@ -48,7 +59,7 @@ impl Registry {
             .slots
             .entry(object.to_owned())
             .or_insert_with(|| Slot {
-                wake: watch::channel(0).0,
+                wake: watch::channel(News::default()).0,
                 waiters: 0,
             });
         slot.waiters += 1;
@@ -60,14 +71,17 @@ impl Registry {
         })
     }
 
-    /// Wakes every waiter of `object`; false when none waits (the reply was
-    /// for a request that already answered, or for another instance's era).
-    pub fn wake(&self, object: &str) -> bool {
+    /// Wakes every waiter of `object`, with the final answer the reply
+    /// carried, if any; false when none waits (the reply was for a request
+    /// that already answered, or for another instance's era).
+    pub fn wake(&self, object: &str, answer: Option<Arc<ReplyAnswer>>) -> bool {
         let inner = self.lock();
         match inner.slots.get(object) {
             Some(slot) => {
-                slot.wake
-                    .send_modify(|count| *count = count.wrapping_add(1));
+                slot.wake.send_modify(|news| {
+                    news.replies = news.replies.wrapping_add(1);
+                    news.answer = answer;
+                });
                 true
             }
             None => false,
@@ -113,7 +127,7 @@ impl Registry {
 pub struct Waiter {
     registry: Arc<Registry>,
     object: String,
-    wake: watch::Receiver<u64>,
+    wake: watch::Receiver<News>,
 }
 
 impl Waiter {
@@ -125,6 +139,17 @@ impl Waiter {
             // Never return, rather than spin; the caller's deadline ends it.
             std::future::pending::<()>().await;
         }
+    }
+
+    /// The final answer for `request_id` that the latest reply carried. A
+    /// later reply without one replaces it; the caller then reloads, as for
+    /// any wake-up.
+    pub fn answer_for(&self, request_id: &str) -> Option<Arc<ReplyAnswer>> {
+        let news = self.wake.borrow();
+        news.answer
+            .as_ref()
+            .filter(|answer| answer.request_id == request_id)
+            .cloned()
     }
 }
 
@@ -144,7 +169,7 @@ mod tests {
     async fn a_reply_that_arrives_before_the_wait_begins_is_not_missed() {
         let registry = Arc::new(Registry::default());
         let mut waiter = registry.register("pi_1").unwrap();
-        assert!(registry.wake("pi_1"));
+        assert!(registry.wake("pi_1", None));
         tokio::time::timeout(Duration::from_secs(5), waiter.woken())
             .await
             .unwrap();
@@ -162,8 +187,8 @@ mod tests {
         let mut first = registry.register("pi_1").unwrap();
         let mut second = registry.register("pi_1").unwrap();
         let mut other = registry.register("re_1").unwrap();
-        assert!(registry.wake("pi_1"));
-        assert!(!registry.wake("pi_unknown"));
+        assert!(registry.wake("pi_1", None));
+        assert!(!registry.wake("pi_unknown", None));
         let wait = Duration::from_secs(5);
         tokio::time::timeout(wait, first.woken()).await.unwrap();
         tokio::time::timeout(wait, second.woken()).await.unwrap();
@@ -172,6 +197,28 @@ mod tests {
                 .await
                 .is_err()
         );
+    }
+
+    #[tokio::test]
+    async fn a_replys_answer_reaches_only_the_request_it_names() {
+        let registry = Arc::new(Registry::default());
+        let mut mine = registry.register("pi_1").unwrap();
+        let mut other = registry.register("pi_1").unwrap();
+        let answer = ReplyAnswer {
+            request_id: "req_mine".into(),
+            status: 200,
+            body: "{}".into(),
+        };
+        assert!(registry.wake("pi_1", Some(Arc::new(answer.clone()))));
+        let wait = Duration::from_secs(5);
+        tokio::time::timeout(wait, mine.woken()).await.unwrap();
+        tokio::time::timeout(wait, other.woken()).await.unwrap();
+        assert_eq!(mine.answer_for("req_mine").as_deref(), Some(&answer));
+        assert_eq!(other.answer_for("req_other"), None);
+        // A later reply without an answer is a plain wake-up.
+        assert!(registry.wake("pi_1", None));
+        tokio::time::timeout(wait, mine.woken()).await.unwrap();
+        assert_eq!(mine.answer_for("req_mine"), None);
     }
 
     #[test]
@@ -183,7 +230,7 @@ mod tests {
         assert_eq!((registry.waiting(), registry.objects()), (100, 7));
         drop(waiters);
         assert_eq!((registry.waiting(), registry.objects()), (0, 0));
-        assert!(!registry.wake("pi_1"));
+        assert!(!registry.wake("pi_1", None));
     }
 
     #[test]

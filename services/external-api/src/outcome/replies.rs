@@ -123,7 +123,7 @@ fn deliver(outcomes: &Outcomes, data: &[u8]) {
         .as_ref()
         .and_then(OutcomeReply::from_envelope);
     match reply {
-        Some(reply) => outcomes.wake(&reply),
+        Some(reply) => outcomes.wake(reply),
         None => tracing::warn!("outcome replies: ignored a message that is not an outcome reply"),
     }
 }

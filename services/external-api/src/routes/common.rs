@@ -6,6 +6,7 @@ use snakepay_domain::ids::{Id, IdKind};
 use snakepay_http::{ApiError, Param, ParamReader};
 use snakepay_store::effects::EffectContext;
 use snakepay_store::events::{EventRecord, EventSource};
+use snakepay_store::idempotency::AnswerTo;
 use snakepay_store::intents::ListQuery;
 
 use crate::auth::Auth;
@@ -190,11 +191,13 @@ pub fn events(
     snakepay_store::events::for_types(source, &effects.events, snapshot)
 }
 
-/// Who caused a change made through the API, and the reply queue to wake.
+/// Who caused a change made through the API, the reply queue to wake, and
+/// the request there that the outcome may answer (`outcome::Expectation`).
 pub fn effect_context<'a>(
     auth: &Auth,
     request_id: &'a str,
     reply_to: Option<&'a str>,
+    answer_to: Option<&'a AnswerTo>,
     description: &'a str,
 ) -> EffectContext<'a> {
     EffectContext {
@@ -206,6 +209,7 @@ pub fn effect_context<'a>(
             created: now(),
         },
         reply_to,
+        answer_to,
         description,
     }
 }

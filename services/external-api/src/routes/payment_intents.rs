@@ -27,6 +27,7 @@ use snakepay_domain::payment_intent::{
 use snakepay_http::{ApiError, MetadataUpdate, ParamReader, RequestIdExt, StripeParams};
 use snakepay_store::effects::{EffectContext, NewIntent};
 use snakepay_store::events::EventSource;
+use snakepay_store::idempotency::AnswerTo;
 use snakepay_store::intents::{self, CardRecord, IntentRecord, NewAttempt};
 use snakepay_store::{charges, customers};
 use sqlx::{PgConnection, Postgres, Transaction};
@@ -320,6 +321,8 @@ fn amount(minor: i64, currency: Currency) -> Result<snakepay_domain::Money, ApiE
 struct Origin<'a> {
     request_id: &'a str,
     reply_to: Option<&'a str>,
+    /// The request the outcome may answer (a confirmation that waits).
+    answer_to: Option<&'a AnswerTo>,
     /// Where a cached copy of the intent must be invalidated.
     cache: Option<&'a VersionedCache>,
 }
@@ -336,8 +339,13 @@ async fn write_effects(
     if let Some(attempt) = attempt {
         intents::insert_attempt(tx, &attempt).await?;
     }
-    let context =
-        common::effect_context(auth, origin.request_id, origin.reply_to, "payment_intent");
+    let context = common::effect_context(
+        auth,
+        origin.request_id,
+        origin.reply_to,
+        origin.answer_to,
+        "payment_intent",
+    );
     snakepay_store::effects::write(tx, record, None, effects, context).await?;
     let snapshot = objects::payment_intent(record);
     Ok(snapshot)
@@ -519,8 +527,14 @@ async fn create(
     } else {
         state.outcomes.expect_nothing()
     };
-    let context =
-        common::effect_context(&auth, &request_id, expectation.reply_to(), "payment_intent");
+    let answer_to = expectation.answer_to(&request, &subject);
+    let context = common::effect_context(
+        &auth,
+        &request_id,
+        expectation.reply_to(),
+        answer_to.as_ref(),
+        "payment_intent",
+    );
     let creating = Creating {
         state: &state,
         auth: &auth,
@@ -871,6 +885,7 @@ async fn update(
             cache: state.intent_cache(),
             request_id: &request_id,
             reply_to: reply_to.as_deref(),
+            answer_to: None,
         };
         async move {
             let mut record = lock_intent(&mut tx, auth, intent_id).await?;
@@ -978,6 +993,7 @@ async fn confirm(
         expand: &expand,
     };
     let expectation = state.outcomes.expect(&subject);
+    let answer_to = expectation.answer_to(&request, &subject);
     let executed = idempotent::execute_phased(&state, &request, |mut tx| {
         let (state, auth) = (&state, &auth);
         let (source, secret, return_url, receipt_email, expand, id) =
@@ -986,6 +1002,7 @@ async fn confirm(
             cache: state.intent_cache(),
             request_id: &request_id,
             reply_to: expectation.reply_to(),
+            answer_to: answer_to.as_ref(),
         };
         async move {
             let mut record = lock_intent(&mut tx, auth, intent_id).await?;
@@ -1079,6 +1096,7 @@ async fn simple_transition(
             cache: state.intent_cache(),
             request_id,
             reply_to: expectation.reply_to(),
+            answer_to: None,
         };
         async move {
             let mut record = lock_intent(&mut tx, auth, intent_id).await?;

@@ -166,7 +166,7 @@ async fn create(
                 metadata: metadata.clone(),
             };
             refunds::insert(&mut tx, &refund_record).await?;
-            let context = common::effect_context(auth, request_id, reply_to, "refund");
+            let context = common::effect_context(auth, request_id, reply_to, None, "refund");
             effects::write(&mut tx, &record, Some(&refund_record), &t.effects, context).await?;
             let object = objects::refund(&refund_record);
             let in_flight = refund_record.refund.status == RefundStatus::Pending;

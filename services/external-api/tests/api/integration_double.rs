@@ -14,6 +14,7 @@ use snakepay_domain::ids::ShardNumber;
 use snakepay_domain::payment_intent::{
     AuthorizationOutcome, CardErrorCode, IntentCommand, NextAction, PaymentError, ProcessorOutcome,
 };
+use snakepay_store::idempotency::AnswerTo;
 use snakepay_store::outbox::CommandPayload;
 use sqlx::PgPool;
 
@@ -65,6 +66,7 @@ pub struct SeenCommand {
     pub routing_key: String,
     pub payment_intent: String,
     pub reply_to: Option<String>,
+    pub answer_to: Option<AnswerTo>,
 }
 
 pub struct IntegrationDouble {
@@ -109,6 +111,7 @@ impl IntegrationDouble {
                             routing_key,
                             payment_intent: command.payment_intent.clone(),
                             reply_to: command.reply_to.clone(),
+                            answer_to: command.answer_to.clone(),
                         });
                         if command.reply_to.is_none() {
                             continue;
@@ -249,6 +252,8 @@ async fn reply(publisher: &Publisher, command: &CommandPayload) {
     let reply = OutcomeReply {
         payment_intent: command.payment_intent.clone(),
         refund,
+        // A wake-up only: the API then reloads and settles the stored answer.
+        answer: None,
     };
     if let Some(reply_to) = &command.reply_to {
         // As the integration service does: a reply that cannot be sent (the

@@ -4,6 +4,8 @@
 use std::time::Duration;
 
 use snakepay_domain::effects::ProcessorCommand;
+use snakepay_store::compose::Statement;
+use snakepay_store::idempotency::{self, ResponseBytes};
 
 use crate::integration_double::{Answer, IntegrationDouble, Plan};
 use crate::support::{Reply, TestApi, TestMerchant, amqp_url};
@@ -220,7 +222,32 @@ async fn a_confirm_without_an_outcome_in_time_answers_processing() {
     let reply = confirm(&api, &m, &id, Some("no-outcome")).await;
     assert_eq!(reply.status, 200, "{}", reply.body);
     assert_eq!(reply.body["status"], "processing");
-    assert!(double.command_for(&id).await.reply_to.is_some());
+    let command = double.command_for(&id).await;
+    assert!(command.reply_to.is_some());
+    // The command names the waiting request, so that its outcome could
+    // answer it; but the wait ran out first and settled phase 1's answer,
+    // so an outcome committed now no longer changes what the key replays.
+    let answer_to = command.answer_to.expect("the waiting request is named");
+    assert_eq!(answer_to.idempotency_key.as_deref(), Some("no-outcome"));
+    let mut late = Statement::new();
+    late.push("with ");
+    idempotency::push_outcome_answer(
+        &mut late,
+        m.id,
+        false,
+        &answer_to,
+        "no-outcome",
+        ResponseBytes {
+            status: 200,
+            body: b"{\"status\":\"succeeded\"}",
+        },
+        "true",
+    )
+    .unwrap();
+    late.push(" select exists (select 1 from answered)");
+    let shard = api.db.store.shard(m.id.shard()).unwrap();
+    let stored: Option<bool> = late.fetch_scalar(shard).await.unwrap();
+    assert_eq!(stored, Some(false), "settled when the wait ran out");
     let replay = confirm(&api, &m, &id, Some("no-outcome")).await;
     assert_eq!(replay.header("idempotent-replayed"), Some("true"));
     assert_eq!(replay.bytes, reply.bytes);

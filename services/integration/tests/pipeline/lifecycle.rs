@@ -1,5 +1,8 @@
 //! Every test card's lifecycle through the public API.
-use crate::support::{Pipeline, id};
+use serde_json::Value;
+use snakepay_telemetry::metrics::{OUTCOME_WAITS, labels};
+
+use crate::support::{Pipeline, checkout_form, id};
 
 #[tokio::test]
 async fn every_test_card_reaches_its_outcome_through_the_public_api() {
@@ -333,4 +336,72 @@ async fn the_recorder_writes_the_request_log_of_every_authenticated_request() {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     pipeline.finish().await;
+}
+
+/// A checkout that waits is answered by its own outcome: the integration
+/// service renders the request's final answer, stores it under the
+/// request's key in the statement that commits the outcome, and sends it in
+/// its reply; the API sends it as is. A replay of the key returns the same
+/// bytes, a decline (402) as much as a success.
+#[tokio::test]
+async fn a_waited_checkout_is_answered_by_its_outcome_and_its_key_replays_it_byte_for_byte() {
+    let pipeline = Pipeline::start().await;
+    let merchant = pipeline.merchant().await;
+    let shard = pipeline.db.store.shard(merchant.id.shard()).unwrap();
+    let from_replies = || {
+        OUTCOME_WAITS
+            .get_or_create(&labels([("answer", "reply")]))
+            .get()
+    };
+    let before = from_replies();
+    let cards = [
+        ("4242424242424242", 200, "succeeded"),
+        ("4000000000000002", 402, "requires_payment_method"),
+    ];
+    for (number, status, intent_status) in cards {
+        let key = format!("checkout-{number}");
+        let form = checkout_form(number, 1_500, "automatic");
+        let post = || {
+            pipeline
+                .client
+                .post(format!("{}/v1/payment_intents", pipeline.api.url()))
+                .bearer_auth(&merchant.key)
+                .header("Idempotency-Key", &key)
+                .form(&form)
+                .send()
+        };
+        let first = post().await.unwrap();
+        assert_eq!(first.status().as_u16(), status, "{number}");
+        let body = first.bytes().await.unwrap();
+        let answer: Value = serde_json::from_slice(&body).unwrap();
+        let intent = if status == 402 {
+            &answer["error"]["payment_intent"]
+        } else {
+            &answer
+        };
+        assert_eq!(intent["status"], intent_status, "{number}: {answer}");
+
+        let replay = post().await.unwrap();
+        assert_eq!(replay.status().as_u16(), status, "{number}");
+        assert_eq!(replay.headers()["idempotent-replayed"], "true");
+        assert_eq!(
+            replay.bytes().await.unwrap(),
+            body,
+            "{number}: the same bytes"
+        );
+        let stage: String = sqlx::query_scalar(
+            "select recovery_point from idempotency_keys where merchant_id = $1 and key = $2",
+        )
+        .bind(merchant.id.to_string())
+        .bind(&key)
+        .fetch_one(shard)
+        .await
+        .unwrap();
+        assert_eq!(stage, "finished", "{number}: settled");
+    }
+    // Each process runs one test (nextest): only these two waited.
+    assert!(
+        from_replies() >= before + 2,
+        "both were answered from their replies"
+    );
 }

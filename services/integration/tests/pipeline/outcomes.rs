@@ -110,6 +110,7 @@ async fn an_authorization_commits_at_once_only_while_the_intent_is_at_the_versio
             created: snakepay_store::unix_now(),
         },
         reply_to: None,
+        answer_to: None,
         description: "processor outcome",
     };
     let commit = |version: i64| {
@@ -127,10 +128,12 @@ async fn an_authorization_commits_at_once_only_while_the_intent_is_at_the_versio
                     context,
                     attempt: answer,
                     charge: Some(charge),
+                    answer: None,
                 },
             )
             .await
             .unwrap()
+            .map(|committed| committed.version)
         }
     };
     let events =

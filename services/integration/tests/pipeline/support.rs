@@ -40,6 +40,30 @@ pub fn amqp_url() -> String {
 }
 
 /// An object's `id`.
+/// The form of a create that confirms at once, paying with card `number`.
+pub fn checkout_form(
+    number: &str,
+    amount: i64,
+    capture_method: &str,
+) -> Vec<(&'static str, String)> {
+    let cvc = if number.len() == 15 { "1234" } else { "123" };
+    [
+        ("amount", amount.to_string().as_str()),
+        ("currency", "usd"),
+        ("confirm", "true"),
+        ("capture_method", capture_method),
+        ("return_url", "https://shop.example/return"),
+        ("payment_method_data[type]", "card"),
+        ("payment_method_data[card][number]", number),
+        ("payment_method_data[card][exp_month]", "12"),
+        ("payment_method_data[card][exp_year]", "2034"),
+        ("payment_method_data[card][cvc]", cvc),
+    ]
+    .into_iter()
+    .map(|(name, value)| (name, value.to_owned()))
+    .collect()
+}
+
 pub fn id(object: &Value) -> String {
     object["id"].as_str().unwrap().to_owned()
 }
@@ -259,26 +283,9 @@ impl Pipeline {
         amount: i64,
         capture_method: &str,
     ) -> Value {
-        let amount = amount.to_string();
-        let cvc = if number.len() == 15 { "1234" } else { "123" };
-        let (status, body) = self
-            .post(
-                merchant,
-                "/v1/payment_intents",
-                &[
-                    ("amount", &amount),
-                    ("currency", "usd"),
-                    ("confirm", "true"),
-                    ("capture_method", capture_method),
-                    ("return_url", "https://shop.example/return"),
-                    ("payment_method_data[type]", "card"),
-                    ("payment_method_data[card][number]", number),
-                    ("payment_method_data[card][exp_month]", "12"),
-                    ("payment_method_data[card][exp_year]", "2034"),
-                    ("payment_method_data[card][cvc]", cvc),
-                ],
-            )
-            .await;
+        let form = checkout_form(number, amount, capture_method);
+        let form: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let (status, body) = self.post(merchant, "/v1/payment_intents", &form).await;
         assert!(status == 200 || status == 402, "{status} {body}");
         if status == 402 {
             body["error"]["payment_intent"].clone()
