@@ -150,9 +150,17 @@ fn a_decline_returns_the_intent_to_requires_payment_method_with_the_error_and_no
             EventType::PaymentIntentPaymentFailed
         ]
     );
+    // The decline is this confirmation's refusal, and no other's.
+    assert_eq!(
+        t.intent.refusal_of_confirmation(attempt(1)),
+        Some(&declined("insufficient_funds"))
+    );
+    assert_eq!(t.intent.refusal_of_confirmation(attempt(2)), None);
+    assert_eq!(t.intent.refusal_of_completion(), None);
     // The customer tries another card, which works.
     let retried = confirm(&t.intent, 2);
     assert_eq!(retried.last_payment_error, None);
+    assert_eq!(retried.refusal_of_confirmation(attempt(1)), None);
     assert_eq!(
         authorize(&retried, 2, AuthorizationOutcome::Approved)
             .intent
@@ -600,4 +608,21 @@ fn the_amount_can_change_only_before_confirmation() {
         )
         .is_err()
     );
+}
+
+#[test]
+fn card_error_codes_read_as_the_api_writes_them() {
+    for code in [
+        CardErrorCode::CardDeclined,
+        CardErrorCode::ExpiredCard,
+        CardErrorCode::IncorrectCvc,
+        CardErrorCode::IncorrectNumber,
+        CardErrorCode::ProcessingError,
+        CardErrorCode::AuthenticationRequired,
+    ] {
+        assert_eq!(
+            serde_json::to_value(code).unwrap(),
+            serde_json::Value::from(code.as_str())
+        );
+    }
 }

@@ -20,11 +20,15 @@
 //!
 //! Work that waits for an outside party runs in two phases (Brandur Leach,
 //! "Implementing Stripe-like Idempotency Keys in Postgres"): phase 1 commits
-//! the state change with its first response ([`complete`]), which is true
-//! and replayable from that moment; phase 2 waits for the outcome and then
-//! upgrades the stored response to the final answer ([`replace_response`]),
-//! its only write. A crash between the phases leaves the phase-1 response,
-//! which a replay returns and which is still true.
+//! the state change with its first response ([`complete`]), stored as
+//! [`Stage::AwaitingOutcome`] while the change is at the processor; it is
+//! true and replayable from that moment. Phase 2 settles it once, whoever
+//! comes first: the integration service, storing the request's final answer
+//! in the statement that commits the outcome ([`push_outcome_answer`]), or
+//! the request itself after its wait ([`settle_response`]), which then
+//! learns what the other stored. A crash between the phases leaves the
+//! phase-1 response (or the outcome's answer), which a replay returns and
+//! which is true.
 
 use snakepay_domain::ids::MerchantId;
 use sqlx::{PgConnection, PgPool, Postgres, Transaction};

@@ -202,12 +202,17 @@ async fn the_back_office_reads_clear_columns_only_and_the_pipeline_never_sees_ke
     }
 
     // The pipeline decrypts, so it reads sealed columns; it never touches
-    // keys, idempotency records or the back office's tables.
+    // keys or the back office's tables, and of idempotency records it only
+    // stores a waiting request's final answer, never reading one.
     for sql in [
         "select pan_ciphertext, pan_wrapped_key, cvc_ciphertext from payment_methods",
         "select secret_ciphertext from webhook_endpoints",
         "update payment_methods set cvc_key_id = null, cvc_wrapped_key = null, cvc_ciphertext = null",
         "update outbox set published_at = now()",
+        "update idempotency_keys set response_status = 200, response_body = '\\x00',
+             recovery_point = 'finished'
+         where merchant_id = 'acct_x' and livemode = false and key = 'k' and request_id = 'req_x'
+           and recovery_point = 'awaiting_outcome'",
     ] {
         assert_allowed(&db, Db::Shard, INTEGRATION, sql).await;
     }
@@ -217,6 +222,9 @@ async fn the_back_office_reads_clear_columns_only_and_the_pipeline_never_sees_ke
              exp_year, fingerprint, pan_key_id, pan_wrapped_key, pan_ciphertext, created)
              values ('pm_x', 'acct_x', false, 'visa', '424242', '4242', 12, 2030, 'f', 'k', '\\x00', '\\x00', 0)",
         "select * from idempotency_keys",
+        "select response_body from idempotency_keys",
+        "update idempotency_keys set fingerprint = 'f'",
+        "delete from idempotency_keys",
     ] {
         assert_refused(&db, Db::Shard, INTEGRATION, sql).await;
     }

@@ -1005,17 +1005,7 @@ async fn two_intents_created_under_one_idempotency_key_are_reported() {
         .await;
     let body =
         serde_json::to_vec(&json!({"id": first.to_string(), "object": "payment_intent"})).unwrap();
-    idempotency::complete(
-        &mut tx,
-        &claim,
-        ResponseBytes {
-            status: 200,
-            body: &body,
-        },
-        Stage::Final,
-    )
-    .await
-    .unwrap();
+    store_final(&mut tx, &claim, &body).await;
     tx.commit().await.unwrap();
     // A key whose one intent is the one it replays is fine.
     let single = Claim {
@@ -1030,17 +1020,7 @@ async fn two_intents_created_under_one_idempotency_key_are_reported() {
         .await;
     let body =
         serde_json::to_vec(&json!({"id": once.to_string(), "object": "payment_intent"})).unwrap();
-    idempotency::complete(
-        &mut tx,
-        &single,
-        ResponseBytes {
-            status: 200,
-            body: &body,
-        },
-        Stage::Final,
-    )
-    .await
-    .unwrap();
+    store_final(&mut tx, &single, &body).await;
     tx.commit().await.unwrap();
     region.relay().await;
 
@@ -1353,4 +1333,16 @@ async fn the_binary_exits_0_when_clean_1_with_violations_and_2_when_it_cannot_ch
         "{unreachable:?}"
     );
     region.stop().await;
+}
+
+/// Stores `body` as the final answer of `owner`'s key, in `tx`.
+async fn store_final(
+    tx: &mut sqlx::Transaction<'static, sqlx::Postgres>,
+    owner: &Claim<'_>,
+    body: &[u8],
+) {
+    let response = ResponseBytes { status: 200, body };
+    idempotency::complete(tx, owner, response, Stage::Final)
+        .await
+        .unwrap();
 }

@@ -32,7 +32,7 @@ pub struct ExternalApiConfig {
 pub const MAX_WAIT_FOR_OUTCOME_MS: u64 = 20_000;
 
 /// What a waiting request keeps of its request timeout for the work before
-/// and after the wait (claim, transaction, reload, response upgrade), so the
+/// and after the wait (claim, transaction, reload, settling the stored response), so the
 /// edge's timeout never cuts off an answer whose change already committed.
 pub const WAIT_HEADROOM_MS: u64 = 2_000;
 

@@ -1,5 +1,6 @@
-//! The final answer after a wait: the one place that decides what a client
-//! that waited is told.
+//! The final answer after a wait that reloaded the object (a reply that
+//! carried the answer is sent as is). The shape of an intent's answer is
+//! `snakepay_http::outcome`'s, which the integration service uses too:
 //!
 //! - An intent that settled (`succeeded`, `requires_capture`,
 //!   `requires_action` with `next_action`, `canceled`) or is still

@@ -172,30 +172,9 @@ async fn pay(
     cvc: &str,
     capture_method: &str,
 ) -> Value {
-    let (status, body) = pipeline
-        .post(
-            merchant,
-            "/v1/payment_intents",
-            &[
-                ("amount", "2000"),
-                ("currency", "usd"),
-                ("confirm", "true"),
-                ("capture_method", capture_method),
-                ("return_url", "https://shop.example/return"),
-                ("payment_method_data[type]", "card"),
-                ("payment_method_data[card][number]", number),
-                ("payment_method_data[card][exp_month]", "12"),
-                ("payment_method_data[card][exp_year]", "2034"),
-                ("payment_method_data[card][cvc]", cvc),
-            ],
-        )
-        .await;
-    assert!(status == 200 || status == 402, "{status} {body}");
-    if status == 402 {
-        body["error"]["payment_intent"].clone()
-    } else {
-        body
-    }
+    pipeline
+        .pay_with_cvc(merchant, number, cvc, 2_000, capture_method)
+        .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

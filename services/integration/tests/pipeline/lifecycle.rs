@@ -2,7 +2,7 @@
 use serde_json::Value;
 use snakepay_telemetry::metrics::{OUTCOME_WAITS, labels};
 
-use crate::support::{Pipeline, checkout_form, id};
+use crate::support::{Pipeline, checkout_form, cvc_for, id};
 
 #[tokio::test]
 async fn every_test_card_reaches_its_outcome_through_the_public_api() {
@@ -360,7 +360,7 @@ async fn a_waited_checkout_is_answered_by_its_outcome_and_its_key_replays_it_byt
     ];
     for (number, status, intent_status) in cards {
         let key = format!("checkout-{number}");
-        let form = checkout_form(number, 1_500, "automatic");
+        let form = checkout_form(number, cvc_for(number), 1_500, "automatic");
         let post = || {
             pipeline
                 .client

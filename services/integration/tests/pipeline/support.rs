@@ -40,13 +40,18 @@ pub fn amqp_url() -> String {
 }
 
 /// An object's `id`.
+/// A CVC the simulator accepts for card `number`.
+pub fn cvc_for(number: &str) -> &'static str {
+    if number.len() == 15 { "1234" } else { "123" }
+}
+
 /// The form of a create that confirms at once, paying with card `number`.
 pub fn checkout_form(
     number: &str,
+    cvc: &str,
     amount: i64,
     capture_method: &str,
 ) -> Vec<(&'static str, String)> {
-    let cvc = if number.len() == 15 { "1234" } else { "123" };
     [
         ("amount", amount.to_string().as_str()),
         ("currency", "usd"),
@@ -283,7 +288,20 @@ impl Pipeline {
         amount: i64,
         capture_method: &str,
     ) -> Value {
-        let form = checkout_form(number, amount, capture_method);
+        self.pay_with_cvc(merchant, number, cvc_for(number), amount, capture_method)
+            .await
+    }
+
+    /// [`Self::pay`] with the CVC given.
+    pub async fn pay_with_cvc(
+        &self,
+        merchant: &Merchant,
+        number: &str,
+        cvc: &str,
+        amount: i64,
+        capture_method: &str,
+    ) -> Value {
+        let form = checkout_form(number, cvc, amount, capture_method);
         let form: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
         let (status, body) = self.post(merchant, "/v1/payment_intents", &form).await;
         assert!(status == 200 || status == 402, "{status} {body}");
