@@ -380,6 +380,12 @@ async fn a_waited_checkout_is_answered_by_its_outcome_and_its_key_replays_it_byt
             &answer
         };
         assert_eq!(intent["status"], intent_status, "{number}: {answer}");
+        // Rendered by the integration service from the intent it committed:
+        // exactly what the API shows of the intent afterwards.
+        let shown = pipeline
+            .get(&merchant, &format!("/v1/payment_intents/{}", id(intent)))
+            .await;
+        assert_eq!(intent, &shown, "{number}");
 
         let replay = post().await.unwrap();
         assert_eq!(replay.status().as_u16(), status, "{number}");
