@@ -188,7 +188,7 @@ if [ -n "$CAPTURE" ]; then
   sleep 2
   offset="$(stat -c %s "$PG_LOG")"
   note "captured checkout: $(checkout 2)"
-  # The relay marks the outbox rows after the broker's confirm.
+  # The relay commits its pass after the broker's confirm.
   sleep 2
   # Lines of the benchmark's databases, with their continuation lines
   # (multi-line statements and parameters).

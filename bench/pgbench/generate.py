@@ -8,9 +8,9 @@ unique per pgbench run, so every script run is a new payment.
     python3 bench/pgbench/generate.py .stack/bench/checkout-sql.log > bench/pgbench/checkout.sql
 
 Kept: transactions on a shard database that mention one of the payment's
-IDs, and the outbox relay's transactions that mark rows published (its idle
-polls, the reconciler's and the gauges' periodic reads are not part of a
-payment). Control-database reads (API keys) are served from Redis after the
+IDs, and one outbox relay pass on the payment's shard (the relay's passes
+name no payment, and its idle polls run the same statements: they, the
+reconciler's and the gauges' periodic reads are not part of a payment). Control-database reads (API keys) are served from Redis after the
 first request and are left out.
 
 Each statement is preceded by `-- statement <hash>: <start of its SQL>`,
@@ -99,26 +99,11 @@ def inline(sql, detail, ids):
     return re.sub(r"\$(\d+)\b", literal, sql)
 
 
-def relay_rows(body, tx):
-    """The relay locks the unpublished rows, then marks the IDs it read. A
-    script cannot carry those IDs from one statement to the next, so the
-    mark re-selects them (the same rows: they are locked by this
-    transaction); both take as many rows as this payment's relay pass did,
-    so each script run marks its own rows instead of piling them up."""
-    marked = re.search(r"update outbox set published_at = now\(\) where id = any\('\{([0-9,]*)\}'\)", body)
-    count = None
-    for sql, detail in tx["statements"]:
-        if "update outbox set published_at" in sql and detail:
-            found = re.search(r"\{([0-9,]*)\}", detail)
-            count = len(found.group(1).split(",")) if found else None
-    if count is None:
-        return body
-    if marked:
-        return (
-            "update outbox set published_at = now() where id = any(array(select id from outbox"
-            f" where published_at is null order by id limit {count} for update skip locked))"
-        )
-    return re.sub(r"limit '\d+'\s+for update skip locked", f"limit {count} for update skip locked", body)
+def relay_rows(body):
+    """The relay takes (deletes) up to a batch of rows per pass; each script
+    run stands for one payment, so it takes that payment's one command
+    row."""
+    return re.sub(r"limit '\d+'\s+for update skip locked", "limit 1 for update skip locked", body)
 
 
 def main(path):
@@ -162,8 +147,8 @@ def main(path):
     def mentions_payment(tx):
         return any(OBJECT_ID.search((detail or "") + sql) for sql, detail in tx["statements"])
 
-    def relay_mark(tx):
-        return any("update outbox set published_at" in sql for sql, _ in tx["statements"])
+    def relay_pass(tx):
+        return any("delete from outbox" in sql for sql, _ in tx["statements"])
 
     out = [
         "-- One checkout's SQL on its shard, as the platform executes it.",
@@ -171,10 +156,19 @@ def main(path):
         "-- do not edit by hand (bench/pgbench/README.md).",
         "\\set n random(1, 9000000000000000000)",
     ]
+    payment_db = None
+    relay_kept = False
     for tx in transactions:
         if "_control" in tx["db"] or not tx["statements"]:
             continue
-        if not (mentions_payment(tx) or relay_mark(tx)):
+        # A relay pass names no payment, and empty passes (its idle polls)
+        # run the same statement: keep one, the first on the payment's
+        # shard after the payment's command was written.
+        if mentions_payment(tx):
+            payment_db = tx["db"]
+        elif relay_pass(tx) and not relay_kept and tx["db"] == payment_db:
+            relay_kept = True
+        else:
             continue
         out.append("")
         if tx.get("end") is not None:
@@ -184,7 +178,7 @@ def main(path):
             head = " ".join(sql.split())[:70]
             out.append(f"-- statement {digest}: {head}")
             body = inline(sql, detail, ids)
-            body = relay_rows(body, tx)
+            body = relay_rows(body)
             # pgbench reads one statement per line unless it ends in ';'
             # on a later line; collapse to one line to be safe.
             out.append(" ".join(body.split()) + ";")

@@ -1,12 +1,15 @@
 //! The outbox relay (DESIGN.md §5, step 2): moves committed outbox rows of
 //! every shard to the broker.
 //!
-//! Per shard and pass, in one transaction: lock a batch of unpublished rows
-//! (`for update skip locked`, so relays running side by side take disjoint
-//! batches), publish them in id order, wait for every confirm, mark them
-//! `published_at = now()` and commit. If anything fails the transaction rolls
-//! back and the rows stay unpublished for the next pass. The broker is never
-//! the only copy: a row is marked only after the broker confirmed it.
+//! Per shard and pass, in one transaction: delete a batch of rows, oldest
+//! first, taking them `for update skip locked` (relays running side by side
+//! take disjoint batches) and getting them back from the delete; publish them
+//! in id order, wait for every confirm, and commit. If anything fails the
+//! transaction rolls back and the rows are still there for the next pass.
+//! The broker is never the only copy: the delete commits only after the
+//! broker confirmed every row. The outbox is a queue: every row in it is
+//! unpublished (migration 0013), and the events, not the outbox, are the
+//! history.
 //!
 //! Delivery is at least once: a relay that dies after the confirm and before
 //! the commit publishes the batch again on the next pass (with the same
@@ -14,10 +17,10 @@
 //! idempotent, and that is the contract.
 //!
 //! The sweeper of DESIGN.md needs no separate process: the relay keeps no
-//! state of its own, and every pass selects *all* unpublished rows from the
-//! oldest id up, so a row left unsent by a crash (between the API's commit
-//! and the publish, or between the confirm and the mark) is picked up by
-//! the next pass of any relay instance.
+//! state of its own, and every pass takes *all* rows from the oldest id up,
+//! so a row left unsent by a crash (between the API's commit and the
+//! publish, or between the confirm and the commit) is picked up by the next
+//! pass of any relay instance.
 //!
 //! Order: within a shard, a single relay publishes rows in id order. Several
 //! relays (or a retried batch) can interleave batches, so consumers must not
@@ -109,30 +112,33 @@ async fn relay_shard(
     batch_size: u32,
 ) -> anyhow::Result<usize> {
     let mut tx = pool.begin().await.context("begin")?;
-    let rows: Vec<Row> = sqlx::query_as(
-        "select id, routing_key, payload, headers->>'traceparent' as traceparent,
-                (extract(epoch from created_at) * 1000)::bigint as created_at_ms
-           from outbox
-          where published_at is null
-          order by id
-          limit $1
-            for update skip locked",
+    // One statement takes and deletes the batch; the delete is undone if
+    // the publish fails, since nothing commits before every confirm.
+    let mut rows: Vec<Row> = sqlx::query_as(
+        "delete from outbox
+          where id = any(array(select id from outbox order by id limit $1 for update skip locked))
+         returning id, routing_key, payload, headers->>'traceparent' as traceparent,
+                   (extract(epoch from created_at) * 1000)::bigint as created_at_ms",
     )
     .bind(i64::from(batch_size))
     .fetch_all(&mut *tx)
     .await
-    .context("selecting unpublished outbox rows")?;
+    .context("taking outbox rows")?;
     if rows.is_empty() {
         tx.commit().await.context("commit")?;
         return Ok(0);
     }
+    // `returning` keeps no order; a shard's rows go out in the order they
+    // were written.
+    rows.sort_unstable_by_key(|row| row.id);
+    let count = rows.len();
 
     let mut messages = Vec::with_capacity(rows.len());
     // One producer span per message, a child of the span that wrote the
     // row; the message carries the producer span's context, so its consumer
     // follows in the same trace. The spans end once the broker confirmed.
     let mut publish_spans = Vec::with_capacity(rows.len());
-    for row in &rows {
+    for row in rows {
         let exchange = topology.exchange_for(&row.routing_key).with_context(|| {
             format!(
                 "outbox row {} has routing key {:?}, neither command nor event",
@@ -149,8 +155,7 @@ async fn relay_shard(
             messaging.rabbitmq.destination.routing_key = %row.routing_key,
         );
         snakepay_telemetry::trace::set_parent(&span, row.traceparent.as_deref());
-        let traceparent =
-            snakepay_telemetry::trace::traceparent_of(&span).or_else(|| row.traceparent.clone());
+        let traceparent = snakepay_telemetry::trace::traceparent_of(&span).or(row.traceparent);
         publish_spans.push(span);
         messages.push(Outgoing {
             exchange,
@@ -159,10 +164,10 @@ async fn relay_shard(
                 v: ENVELOPE_VERSION,
                 // Stable across republishing, so consumers see a duplicate.
                 id: format!("outbox_{shard}_{}", row.id),
-                kind: row.routing_key.clone(),
+                kind: row.routing_key,
                 occurred_at: row.created_at_ms,
                 traceparent,
-                payload: row.payload.clone(),
+                payload: row.payload,
             },
         });
     }
@@ -172,19 +177,11 @@ async fn relay_shard(
         .await
         .with_context(|| format!("publishing {} outbox rows", messages.len()))?;
 
-    let ids: Vec<i64> = rows.iter().map(|row| row.id).collect();
-    sqlx::query("update outbox set published_at = now() where id = any($1)")
-        .bind(&ids)
-        .execute(&mut *tx)
-        .await
-        .context("marking outbox rows")?;
     tx.commit().await.context("commit")?;
     drop(publish_spans);
-    OUTBOX
-        .published
-        .inc_by(u64::try_from(ids.len()).unwrap_or(0));
-    tracing::debug!(shard = %shard, outbox.rows = ids.len(), "outbox.relay published");
-    Ok(ids.len())
+    OUTBOX.published.inc_by(u64::try_from(count).unwrap_or(0));
+    tracing::debug!(shard = %shard, outbox.rows = count, "outbox.relay published");
+    Ok(count)
 }
 
 /// Relays until `shutdown` resolves: passes back to back while there is

@@ -279,14 +279,14 @@ pub async fn outbox_backlog(
 ) -> anyhow::Result<OutboxBacklog> {
     let unpublished: i64 = sqlx::query_scalar(
         "select count(*) from outbox
-         where published_at is null and created_at < now() - make_interval(secs => $1)",
+         where created_at < now() - make_interval(secs => $1)",
     )
     .bind(older_than_seconds)
     .fetch_one(&mut *conn)
     .await?;
     let oldest: Option<(i64, String, f64)> = sqlx::query_as(
         "select id, routing_key, extract(epoch from now() - created_at)::float8 from outbox
-         where published_at is null and created_at < now() - make_interval(secs => $1)
+         where created_at < now() - make_interval(secs => $1)
          order by id limit 1",
     )
     .bind(older_than_seconds)

@@ -182,7 +182,7 @@ async fn the_back_office_reads_clear_columns_only_and_the_pipeline_never_sees_ke
              exp_year, fingerprint, pan_key_id, pan_wrapped_key, pan_ciphertext, created)
              values ('pm_x', 'acct_x', false, 'visa', '424242', '4242', 12, 2030, 'f', 'k', '\\x00', '\\x00', 0)",
         "delete from idempotency_keys",
-        "update outbox set published_at = now()",
+        "delete from outbox",
     ] {
         assert_refused(&db, Db::Shard, INTERNAL_API, sql).await;
     }
@@ -208,7 +208,10 @@ async fn the_back_office_reads_clear_columns_only_and_the_pipeline_never_sees_ke
         "select pan_ciphertext, pan_wrapped_key, cvc_ciphertext from payment_methods",
         "select secret_ciphertext from webhook_endpoints",
         "update payment_methods set cvc_key_id = null, cvc_wrapped_key = null, cvc_ciphertext = null",
-        "update outbox set published_at = now()",
+        // The relay: takes a batch of rows and deletes them once published.
+        "delete from outbox
+          where id = any(array(select id from outbox order by id limit 10 for update skip locked))
+         returning id, routing_key, payload, headers, created_at",
         "update idempotency_keys set response_status = 200, response_body = '\\x00',
              recovery_point = 'finished'
          where merchant_id = 'acct_x' and livemode = false and key = 'k' and request_id = 'req_x'

@@ -174,10 +174,9 @@ pub async fn wait_settled(
             Err(error) => vec![format!("(database: {error})")],
         };
         for (shard, pool) in store.shards() {
-            let unpublished: Result<i64, _> =
-                sqlx::query_scalar("select count(*) from outbox where published_at is null")
-                    .fetch_one(pool)
-                    .await;
+            let unpublished: Result<i64, _> = sqlx::query_scalar("select count(*) from outbox")
+                .fetch_one(pool)
+                .await;
             match unpublished {
                 Ok(0) => {}
                 Ok(rows) => in_flight.push(format!("(shard {shard} outbox: {rows} unpublished)")),

@@ -69,7 +69,7 @@ async fn database_gauges(store: &Store) -> anyhow::Result<()> {
         let (backlog, age): (i64, f64) = sqlx::query_as(
             "select count(*),
                     coalesce(extract(epoch from now() - min(created_at)), 0)::float8
-               from outbox where published_at is null",
+               from outbox",
         )
         .fetch_one(pool)
         .await?;

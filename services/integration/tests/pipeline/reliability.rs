@@ -6,7 +6,7 @@ use snakepay_resilience::BreakerState;
 use snakepay_store::outbox::CommandPayload;
 
 use crate::lifecycle::latest_attempt;
-use crate::support::{Merchant, Pipeline, amqp_url, id};
+use crate::support::{Pipeline, amqp_url, id};
 
 #[tokio::test]
 async fn twenty_concurrent_refunds_never_refund_more_than_was_received() {
@@ -58,6 +58,7 @@ async fn twenty_concurrent_refunds_never_refund_more_than_was_received() {
 async fn a_redelivered_command_charges_nothing_twice() {
     let pipeline = Pipeline::start().await;
     let merchant = pipeline.merchant().await;
+    let mut tap = pipeline.tap().await;
     let intent_id = pipeline.succeeded_payment(&merchant, 1_500).await;
     let journals_before = pipeline
         .scalar_i64(merchant.id.shard(), "select count(*) from journals")
@@ -65,7 +66,7 @@ async fn a_redelivered_command_charges_nothing_twice() {
 
     // The very command the API wrote, delivered again through the broker
     // and executed twice more, concurrently, by the handler itself.
-    let payload = authorize_command(&pipeline, &merchant, &intent_id).await;
+    let payload = tap.the_one("command.authorize", &intent_id).await;
     let publisher = Publisher::connect(&amqp_url()).await.unwrap();
     publisher
         .publish(
@@ -97,6 +98,7 @@ async fn a_redelivered_command_charges_nothing_twice() {
 async fn a_command_whose_outcome_is_already_committed_still_wakes_its_waiting_request() {
     let pipeline = Pipeline::start().await;
     let merchant = pipeline.merchant().await;
+    let mut tap = pipeline.tap().await;
     let intent_id = pipeline.succeeded_payment(&merchant, 1_500).await;
     // As when a processor notification committed the outcome before the
     // command's own answer came back: the command finds nothing to do, and
@@ -106,7 +108,7 @@ async fn a_command_whose_outcome_is_already_committed_still_wakes_its_waiting_re
     let queue = snakepay_bus::reply::declare_reply_queue(&channel)
         .await
         .unwrap();
-    let mut payload = authorize_command(&pipeline, &merchant, &intent_id).await;
+    let mut payload = tap.the_one("command.authorize", &intent_id).await;
     payload["reply_to"] = Value::from(queue.clone());
     let command: CommandPayload = serde_json::from_value(payload).unwrap();
     let handler = pipeline.integration.as_ref().unwrap().pipeline();
@@ -391,15 +393,4 @@ async fn an_abandoned_authorization_whose_void_was_lost_is_released_by_the_recon
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     pipeline.finish().await;
-}
-
-/// The `command.authorize` payload the API wrote to the outbox for `intent`.
-async fn authorize_command(pipeline: &Pipeline, merchant: &Merchant, intent: &str) -> Value {
-    sqlx::query_scalar(
-        "select payload from outbox where routing_key = 'command.authorize' and payload->>'payment_intent' = $1",
-    )
-    .bind(intent)
-    .fetch_one(pipeline.db.store.shard(merchant.id.shard()).unwrap())
-    .await
-    .unwrap()
 }

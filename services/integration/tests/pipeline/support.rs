@@ -415,12 +415,7 @@ impl Pipeline {
         let deadline = tokio::time::Instant::now() + WAIT;
         for (shard, _) in self.db.store.shards() {
             loop {
-                let unsent = self
-                    .scalar_i64(
-                        shard,
-                        "select count(*) from outbox where published_at is null",
-                    )
-                    .await;
+                let unsent = self.scalar_i64(shard, "select count(*) from outbox").await;
                 let in_flight = self
                     .scalar_i64(
                         shard,
@@ -538,6 +533,37 @@ impl Pipeline {
         let _ = connection.close(200, "test done".into()).await;
     }
 
+    /// From now on, a copy of every message the relay publishes: the
+    /// outbox keeps nothing once the broker has it.
+    pub async fn tap(&self) -> Tap {
+        let topology = snakepay_bus::Topology::new(&self.prefix, 5);
+        let connection = snakepay_bus::connect(&amqp_url()).await.unwrap();
+        let channel = connection.create_channel().await.unwrap();
+        // Exclusive and server-named, like a reply queue: gone with the
+        // connection.
+        let queue = snakepay_bus::reply::declare_reply_queue(&channel)
+            .await
+            .unwrap();
+        for exchange in [topology.commands_exchange(), topology.events_exchange()] {
+            channel
+                .queue_bind(
+                    snakepay_bus::short(&queue).unwrap(),
+                    snakepay_bus::short(&exchange).unwrap(),
+                    "#".into(),
+                    lapin::options::QueueBindOptions::default(),
+                    lapin::types::FieldTable::default(),
+                )
+                .await
+                .unwrap();
+        }
+        Tap {
+            _connection: connection,
+            channel,
+            queue,
+            seen: Vec::new(),
+        }
+    }
+
     /// Stops the integration service (for tests that restart it).
     pub async fn stop_integration(&mut self) {
         if let Some(running) = self.integration.take() {
@@ -560,4 +586,52 @@ fn base64_decode(text: &str) -> Vec<u8> {
     base64::engine::general_purpose::STANDARD
         .decode(text)
         .unwrap()
+}
+
+/// What the relay published since [`Pipeline::tap`]: routing keys and
+/// payloads, in the order the broker routed them.
+pub struct Tap {
+    _connection: lapin::Connection,
+    channel: lapin::Channel,
+    queue: String,
+    seen: Vec<(String, Value)>,
+}
+
+impl Tap {
+    /// Every message published so far whose payload names any of `ids`.
+    pub async fn about(&mut self, ids: &[&str]) -> Vec<(String, Value)> {
+        while let Some(message) = self
+            .channel
+            .basic_get(
+                snakepay_bus::short(&self.queue).unwrap(),
+                lapin::options::BasicGetOptions { no_ack: true },
+            )
+            .await
+            .unwrap()
+        {
+            let envelope = snakepay_bus::Envelope::parse(&message.delivery.data).unwrap();
+            self.seen.push((envelope.kind, envelope.payload));
+        }
+        self.seen
+            .iter()
+            .filter(|(_, payload)| {
+                let text = payload.to_string();
+                ids.iter().any(|id| text.contains(id))
+            })
+            .cloned()
+            .collect()
+    }
+
+    /// The payload of the one `routing_key` message about `object_id`.
+    pub async fn the_one(&mut self, routing_key: &str, object_id: &str) -> Value {
+        let mut found: Vec<Value> = self
+            .about(&[object_id])
+            .await
+            .into_iter()
+            .filter(|(key, _)| key == routing_key)
+            .map(|(_, payload)| payload)
+            .collect();
+        assert_eq!(found.len(), 1, "{routing_key} about {object_id}: {found:?}");
+        found.remove(0)
+    }
 }
