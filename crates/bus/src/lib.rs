@@ -18,7 +18,8 @@
 //! - [`reply`]: outcome replies from the integration service to the API
 //!   instance waiting for them, through per-instance reply queues.
 //! - [`relay`]: the outbox relay that moves committed outbox rows of every
-//!   shard to the broker and deletes them only after the broker confirmed.
+//!   shard to the broker, deleting them in a transaction that commits only
+//!   after the broker confirmed.
 //!
 //! Delivery is at least once end to end: a row can be published twice (the
 //! relay crashed between the broker's confirm and its commit) and a message
