@@ -289,16 +289,10 @@ async fn a_payments_events_are_its_history_and_none_is_announced_on_the_broker()
     );
     // Only the processor command went through the outbox: webhook
     // deliveries are created with their events, and nothing else needs an
-    // announcement. The relay took it out of the outbox once the broker had
-    // it.
+    // announcement. (The relay took it out of the outbox once the broker
+    // had it; `finish` waits for every outbox to drain.)
     let published = tap.about(&[&intent_id, &merchant.id.to_string()]).await;
     let keys: Vec<&str> = published.iter().map(|(key, _)| key.as_str()).collect();
-    assert_eq!(
-        pipeline
-            .scalar_i64(merchant.id.shard(), "select count(*) from outbox")
-            .await,
-        0
-    );
     assert_eq!(keys, ["command.authorize"]);
     pipeline.finish().await;
 }
