@@ -64,6 +64,11 @@ impl Reply {
             body: &self.body,
         }
     }
+
+    /// The stage its key stores it at: awaiting the outcome while in flight.
+    fn stage(&self) -> Stage {
+        Stage::of(self.in_flight)
+    }
 }
 
 /// What [`execute_phased`] did.
@@ -262,8 +267,7 @@ where
         }
         let (mut tx, reply) = work(tx).await?;
         if let Some(claim) = &claim {
-            idempotency::complete(&mut tx, claim, reply.stored(), Stage::of(reply.in_flight))
-                .await?;
+            idempotency::complete(&mut tx, claim, reply.stored(), reply.stage()).await?;
         }
         tx.commit().await?;
         Ok::<Written, WorkError>(Written::Executed(reply))
@@ -302,12 +306,8 @@ pub async fn write_at_once(
     statement.push("with ");
     if let Some(claim) = request.claim() {
         statement.push("answered as (");
-        let stored = idempotency::push_answered(
-            &mut statement,
-            &claim,
-            reply.stored(),
-            Stage::of(reply.in_flight),
-        );
+        let stored =
+            idempotency::push_answered(&mut statement, &claim, reply.stored(), reply.stage());
         if let Err(error) = stored {
             tracing::warn!(error = %format!("{error:#}"), "cannot bind the stored response");
             return None;
